@@ -1,0 +1,54 @@
+"""Assembling the assistant from its settings: model, web server, (later) Telegram.
+
+Start-up is where operator mistakes surface: a bundle that was asked for but cannot be loaded
+stops the process with the file and the problem named. With no settings at all the assistant
+runs offline on the bundled model, or says plainly that no trained model is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from diagnosis.bundle import BundleError, load_bundle
+from diagnosis.predictor import Classifier, Predictor
+
+from bot.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Assistant:
+    settings: Settings
+    predictor: Predictor | None  # None: no trained model is installed
+
+    @property
+    def model_version(self) -> str | None:
+        return self.predictor.card.version if self.predictor else None
+
+    async def close(self) -> None:
+        if self.predictor is not None:
+            await self.predictor.close()
+
+
+def load_predictor(settings: Settings) -> Predictor | None:
+    if not settings.model_explicit and not settings.model_path.exists():
+        log.warning(
+            "No trained model is installed at %s: photos will be answered with a notice "
+            "instead of a prediction. Set SKINCARE_MODEL to a model bundle.",
+            settings.model_path,
+        )
+        return None
+    try:
+        bundle = load_bundle(settings.model_path)
+    except BundleError as exc:
+        raise SettingsError(f"SKINCARE_MODEL: {exc}") from exc
+    log.info("Model %s (%s) loaded", bundle.card.version, bundle.card.architecture)
+    return Predictor(
+        Classifier(bundle), max_batch=settings.max_batch, max_wait_ms=settings.batch_wait_ms
+    )
+
+
+def build_assistant(settings: Settings) -> Assistant:
+    return Assistant(settings=settings, predictor=load_predictor(settings))

@@ -1,0 +1,149 @@
+"""Every setting of the assistant, read once from the environment, with defaults that run offline.
+
+An operator's mistake (a port that is not a number, a model path that does not exist, a store
+name with a typo) stops start-up with a SettingsError that names the variable, instead of
+surfacing later as a confusing failure in the middle of a chat.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diagnosis.bundle import BUNDLED_MODEL_DIR
+from diagnosis.intake import IntakeLimits
+from diagnosis.quality import QualityThresholds
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STORES = ("sqlite", "firestore")
+# Telegram tokens look like 123456789:AA... (bot id, colon, 35 url-safe characters).
+_TOKEN_PATTERN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the assistant cannot start with; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_path: Path = BUNDLED_MODEL_DIR
+    model_explicit: bool = False  # True when SKINCARE_MODEL was set: then it must load
+    telegram_token: str | None = None
+    telegram_base_url: str | None = None
+    telegram_base_file_url: str | None = None
+    store: str = "sqlite"
+    db_path: Path = PROJECT_ROOT / "data" / "skincare.sqlite3"
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    log_level: str = "INFO"
+    max_batch: int = 16
+    batch_wait_ms: float = 5.0
+    intake: IntakeLimits = field(default_factory=IntakeLimits)
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        defaults = cls()
+        model_value = reader.text("SKINCARE_MODEL")
+        settings = cls(
+            model_path=Path(model_value).expanduser() if model_value else defaults.model_path,
+            model_explicit=model_value is not None,
+            telegram_token=reader.text("TELEGRAM_BOT_TOKEN"),
+            telegram_base_url=reader.url("TELEGRAM_BASE_URL"),
+            telegram_base_file_url=reader.url("TELEGRAM_BASE_FILE_URL"),
+            store=reader.choice("SKINCARE_STORE", STORES, defaults.store),
+            db_path=Path(reader.text("SKINCARE_DB") or defaults.db_path).expanduser(),
+            web_host=reader.text("SKINCARE_WEB_HOST") or defaults.web_host,
+            web_port=reader.integer("SKINCARE_WEB_PORT", defaults.web_port, 0, 65535),
+            log_level=reader.choice(
+                "SKINCARE_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
+            ),
+            max_batch=reader.integer("SKINCARE_MAX_BATCH", defaults.max_batch, 1, 256),
+            batch_wait_ms=reader.number("SKINCARE_BATCH_WAIT_MS", defaults.batch_wait_ms, 0, 1000),
+            intake=IntakeLimits(
+                max_bytes=reader.integer(
+                    "SKINCARE_MAX_PHOTO_BYTES", defaults.intake.max_bytes, 1024, 100 * 2**20
+                ),
+                max_pixels=reader.integer(
+                    "SKINCARE_MAX_PHOTO_PIXELS", defaults.intake.max_pixels, 4096, 200_000_000
+                ),
+                min_side=reader.integer(
+                    "SKINCARE_MIN_PHOTO_SIDE", defaults.intake.min_side, 1, 4096
+                ),
+            ),
+            quality=QualityThresholds(
+                **{
+                    name: reader.number(
+                        f"SKINCARE_QUALITY_{name.upper()}", getattr(defaults.quality, name)
+                    )
+                    for name in QualityThresholds.__dataclass_fields__
+                }
+            ),
+        )
+        settings._check(reader)
+        return settings
+
+    def _check(self, reader: _Reader) -> None:
+        if self.telegram_token is not None and not _TOKEN_PATTERN.match(self.telegram_token):
+            reader.fail("TELEGRAM_BOT_TOKEN", "does not look like a bot token (123456:ABC...)")
+        if self.telegram_base_file_url and not self.telegram_base_url:
+            reader.fail("TELEGRAM_BASE_FILE_URL", "is set but TELEGRAM_BASE_URL is not")
+        if self.model_explicit and not self.model_path.is_dir():
+            reader.fail("SKINCARE_MODEL", f"{self.model_path} is not a model bundle folder")
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+
+    @staticmethod
+    def fail(name: str, problem: str) -> None:
+        raise SettingsError(f"{name} {problem}")
+
+    def text(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def choice(self, name: str, options: tuple[str, ...], default: str, upper=False) -> str:
+        value = self.text(name)
+        if value is None:
+            return default
+        value = value.upper() if upper else value.lower()
+        if value not in options:
+            self.fail(name, f"must be one of {', '.join(options)}, not {value!r}")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(name, f"must be a whole number, not {value!r}")
+        if not low <= number <= high:
+            self.fail(name, f"must be between {low} and {high}, not {number}")
+        return number
+
+    def number(self, name: str, default: float, low=float("-inf"), high=float("inf")) -> float:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(name, f"must be a number, not {value!r}")
+        if not low <= number <= high:
+            self.fail(name, f"must be between {low} and {high}, not {number}")
+        return number
+
+    def url(self, name: str) -> str | None:
+        value = self.text(name)
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            self.fail(name, f"must be an http(s) URL, not {value!r}")
+        return value

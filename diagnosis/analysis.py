@@ -1,0 +1,63 @@
+"""One photo, start to finish: intake, quality check, prediction. Shared by the CLI and the bot."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from diagnosis.intake import ImageRejected, IntakeLimits, open_photo
+from diagnosis.predictor import Prediction, Predictor
+from diagnosis.quality import QualityReport, QualityThresholds, check_quality
+
+
+@dataclass(frozen=True)
+class PhotoAnalysis:
+    image: Image.Image | None = None
+    rejected: ImageRejected | None = None
+    quality: QualityReport | None = None
+    prediction: Prediction | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.rejected is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.rejected is not None:
+            return {"error": str(self.rejected.reason), "detail": self.rejected.detail}
+        result: dict[str, Any] = {"quality": self.quality.to_dict() if self.quality else None}
+        if self.prediction is not None:
+            result.update(self.prediction.to_dict())
+        return result
+
+
+def check_photo(
+    data: bytes, limits: IntakeLimits, thresholds: QualityThresholds
+) -> tuple[Image.Image, QualityReport]:
+    """Decode and judge a photo (CPU work: call it off the event loop). Raises ImageRejected."""
+    image = open_photo(data, limits)
+    return image, check_quality(image, thresholds)
+
+
+async def analyse_photo(
+    data: bytes,
+    predictor: Predictor,
+    limits: IntakeLimits = IntakeLimits(),
+    thresholds: QualityThresholds = QualityThresholds(),
+    predict_poor_photos: bool = False,
+) -> PhotoAnalysis:
+    """Everything the bot needs to answer a photo.
+
+    A photo that fails the quality check is not predicted unless asked: the reference study
+    found those are the photos the model misreads, so the honest answer is "please retake it".
+    """
+    try:
+        image, quality = await asyncio.to_thread(check_photo, data, limits, thresholds)
+    except ImageRejected as rejected:
+        return PhotoAnalysis(rejected=rejected)
+    if not quality.ok and not predict_poor_photos:
+        return PhotoAnalysis(image=image, quality=quality)
+    prediction = await predictor.predict(image)
+    return PhotoAnalysis(image=image, quality=quality, prediction=prediction)
