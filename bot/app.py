@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from bot.settings import Settings, SettingsError
 from diagnosis.bundle import BundleError, load_bundle
 from diagnosis.predictor import Classifier, Predictor
-
-from bot.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from diagnosis.analysis import analyse_photo
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from bot.app import Assistant
 from bot.settings import PROJECT_ROOT
+from diagnosis.analysis import analyse_photo
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.Response:
     assistant = request.app[ASSISTANT]
-    page = request.app[TEMPLATES].get_template("web/index.html.j2").render(
-        lang=pick_language(request), model_installed=assistant.predictor is not None
+    page = (
+        request.app[TEMPLATES]
+        .get_template("web/index.html.j2")
+        .render(lang=pick_language(request), model_installed=assistant.predictor is not None)
     )
     return web.Response(text=page, content_type="text/html")
 
@@ -64,9 +66,7 @@ async def analyse(request: web.Request) -> web.Response:
     data = await _read_photo(request, limits.max_bytes)
     if data is None:
         return web.json_response({"error": "file_too_large"}, status=413)
-    result = await analyse_photo(
-        data, assistant.predictor, limits, assistant.settings.quality
-    )
+    result = await analyse_photo(data, assistant.predictor, limits, assistant.settings.quality)
     return web.json_response(result.to_dict(), status=422 if result.refused else 200)
 
 

@@ -43,6 +43,10 @@ class ModelCard:
     temperature: float = 1.0
     abstain_threshold: float = 0.5
     other_label: str | None = "other"
+    # Labels that mean possible skin cancer; when together they reach urgent_threshold the bot
+    # refers the user to a dermatologist whatever the top answer is (chosen on validation).
+    malignant_labels: list[str] = field(default_factory=list)
+    urgent_threshold: float = 0.2
     version: str = "0"
     weights_sha256: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +98,11 @@ class ModelCard:
             problems.append(f"crop_pct must be in (0, 1], not {self.crop_pct}")
         if self.other_label is not None and self.other_label not in self.labels:
             problems.append(f"other_label {self.other_label!r} is not one of the labels")
+        unknown = [label for label in self.malignant_labels if label not in self.labels]
+        if unknown:
+            problems.append(f"malignant_labels {unknown} are not among the labels")
+        if not 0.0 < self.urgent_threshold <= 1.0:
+            problems.append(f"urgent_threshold must be in (0, 1], not {self.urgent_threshold}")
         if problems:
             raise BundleError(f"{source}: invalid model card: " + "; ".join(problems))
 
@@ -139,9 +148,14 @@ def save_bundle(
     }
     save_file(state, str(weights), metadata={"architecture": card.architecture})
     card.weights_sha256 = sha256_of(weights)
-    card.validate(directory / CARD_FILE)
-    (directory / CARD_FILE).write_text(card.to_json() + "\n", encoding="utf-8")
+    write_card(card, directory)
     return directory
+
+
+def write_card(card: ModelCard, directory: Path) -> None:
+    """(Re)write a bundle's card, e.g. to record metrics measured on the saved weights."""
+    card.validate(Path(directory) / CARD_FILE)
+    (Path(directory) / CARD_FILE).write_text(card.to_json() + "\n", encoding="utf-8")
 
 
 def read_card(directory: Path) -> ModelCard:

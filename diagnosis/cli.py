@@ -41,6 +41,55 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="model bundle folder (default: $SKINCARE_MODEL, else the bundled model)",
     )
+    train = commands.add_parser("train", help="train a model bundle on a photo folder")
+    train.add_argument(
+        "--data", type=Path, required=True, help="manifest.csv folder or label folders"
+    )
+    train.add_argument("--arch", default="tf_efficientnet_lite0", help="timm architecture")
+    train.add_argument("--out", type=Path, required=True, metavar="BUNDLE_DIR")
+    train.add_argument("--epochs", type=int, default=12)
+    train.add_argument("--image-size", type=int, default=224)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--weight-decay", type=float, default=0.02)
+    train.add_argument("--patience", type=int, default=4, help="early stopping, in epochs")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--workers", type=int, default=2, help="data loading processes")
+    train.add_argument("--pretrained", action="store_true", help="timm hub ImageNet weights")
+    train.add_argument("--init-weights", type=Path, help="start from a local weights file")
+    train.add_argument("--split", type=Path, dest="split_file", help="reuse a saved split.json")
+    train.add_argument("--limit-per-class", type=int, help="small runs: photos per label/split")
+    train.add_argument("--teacher", type=Path, help="distil from this bundle's soft labels")
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--version", help="model version for the card")
+    train.add_argument("--full-precision", action="store_true", help="save fp32 weights")
+    train.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --out")
+    train.add_argument("--max-minutes", type=float, help="stop starting epochs after this long")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    evaluate = commands.add_parser("evaluate", help="figures of a bundle on a photo folder")
+    evaluate.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="model bundle folder (default: $SKINCARE_MODEL, else the bundled model)",
+    )
+    evaluate.add_argument(
+        "--data", type=Path, required=True, help="manifest.csv folder or label folders"
+    )
+    evaluate.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "val", "test", "all"],
+        help="which part of the bundle's saved split (default test); all: every photo",
+    )
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for metrics.json and the figures (default: evaluation/BUNDLE_NAME)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--workers", type=int, default=2)
     return parser
 
 
@@ -48,7 +97,61 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "predict":
         return predict_command(args)
+    if args.command == "train":
+        return train_command(args)
+    if args.command == "evaluate":
+        return evaluate_command(args)
     return EXIT_USAGE
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from diagnosis.train import TrainConfig, train
+
+    options = {
+        key: value
+        for key, value in vars(args).items()
+        if key in TrainConfig.__dataclass_fields__ and value is not None
+    }
+    config = TrainConfig(
+        data_dir=args.data,
+        out_dir=args.out,
+        half_bundle=not args.full_precision,
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+        **{k: v for k, v in options.items() if k not in ("data_dir", "out_dir")},
+    )
+    result = train(config)
+    metrics = result.test_metrics
+    print(
+        f"bundle: {result.bundle_dir} (best epoch {result.best_epoch}, "
+        f"val macro-F1 {result.val_macro_f1:.3f})\n"
+        f"test: macro-F1 {metrics['macro_f1']:.3f}, accuracy {metrics['accuracy']:.3f}, "
+        f"top-3 {metrics['top3']:.3f}, ECE {metrics['ece']:.3f}"
+    )
+    return EXIT_OK
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from diagnosis.evaluate import evaluate_bundle, format_report, save_figures, summary_json
+
+    bundle_dir = args.bundle or default_bundle_dir()[0]
+    try:
+        bundle = load_bundle(bundle_dir)
+        evaluation = evaluate_bundle(
+            bundle, args.data, args.split, progress=not args.json, workers=args.workers
+        )
+    except (BundleError, FileNotFoundError, ValueError) as exc:
+        print(f"Cannot evaluate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    out_dir = args.out or Path("evaluation") / bundle_dir.resolve().name
+    figures = save_figures(evaluation, bundle.card.labels, out_dir)
+    (out_dir / "metrics.json").write_text(summary_json(evaluation.metrics) + "\n", encoding="utf-8")
+    if args.json:
+        print(summary_json(evaluation.metrics))
+    else:
+        print(format_report(evaluation.metrics))
+        print(f"  saved: {out_dir / 'metrics.json'}, " + ", ".join(str(p) for p in figures))
+    return EXIT_OK
 
 
 def default_bundle_dir() -> tuple[Path, bool]:

@@ -42,6 +42,7 @@ class Prediction:
     top: tuple[RankedLabel, ...]  # the TOP_K most likely labels, most likely first
     probabilities: dict[str, float]  # every label, temperature-scaled
     abstain: bool  # True: the model should say "I can't tell"
+    urgent: bool  # True: possible skin cancer, whatever the top answer (card's referral rule)
     model_version: str
 
     @property
@@ -55,6 +56,7 @@ class Prediction:
                 for r in self.top
             ],
             "abstain": self.abstain,
+            "urgent": self.urgent,
             "model": self.model_version,
         }
 
@@ -112,10 +114,12 @@ class Classifier:
         )
         best = top[0]
         abstain = best.prob < card.abstain_threshold or best.label == card.other_label
+        malignant = sum(float(probs[card.labels.index(label)]) for label in card.malignant_labels)
         return Prediction(
             top=top,
             probabilities={label: float(p) for label, p in zip(card.labels, probs, strict=True)},
             abstain=abstain,
+            urgent=bool(card.malignant_labels) and malignant >= card.urgent_threshold,
             model_version=self.version,
         )
 
@@ -179,9 +183,7 @@ class Predictor:
 
     async def gradcam_png(self, image: Image.Image, label: str | None = None) -> bytes:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self.classifier.gradcam_png, image, label
-        )
+        return await loop.run_in_executor(self._executor, self.classifier.gradcam_png, image, label)
 
     async def close(self) -> None:
         if self._batcher is not None:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from diagnosis.bundle import ModelCard, create_model, save_bundle
 from PIL import Image
+
+from diagnosis.bundle import ModelCard, create_model, save_bundle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_DIR = REPO_ROOT.parent / "shared" / "datasets" / "skin-photos"
@@ -63,13 +64,17 @@ def make_card(**overrides) -> ModelCard:
     values = dict(
         architecture="test_efficientnet",
         labels=list(LABELS),
-        display_names={label: {"en": label.replace("_", " ").title(), "ko": f"한국어 {label}"}
-                       for label in LABELS},
+        display_names={
+            label: {"en": label.replace("_", " ").title(), "ko": f"한국어 {label}"}
+            for label in LABELS
+        },
         input_size=[3, 64, 64],
         mean=[0.5, 0.5, 0.5],
         std=[0.5, 0.5, 0.5],
         temperature=1.0,
         abstain_threshold=0.0,
+        malignant_labels=["basal_cell_carcinoma", "melanoma"],
+        urgent_threshold=0.3,
         version="test-0",
     )
     values.update(overrides)
@@ -92,3 +97,21 @@ def image_bytes(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **save_args)
     return buffer.getvalue()
+
+
+@pytest.fixture
+async def aiohttp_client_factory():
+    """A real aiohttp server on a free local port, and a client for it."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    clients = []
+
+    async def make(app):
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()

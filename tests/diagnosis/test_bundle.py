@@ -3,8 +3,10 @@ import shutil
 
 import pytest
 import torch
-from conftest import LABELS, make_bundle
+
 from diagnosis.bundle import CARD_FILE, WEIGHTS_FILE, BundleError, load_bundle, read_card
+
+from conftest import LABELS, make_bundle
 
 
 def copy_of(bundle, tmp_path):
@@ -77,7 +79,7 @@ def test_garbage_weights_are_refused(tmp_path, tiny_bundle):
 
 def test_card_that_does_not_match_the_weights(tmp_path, tiny_bundle):
     directory = copy_of(tiny_bundle, tmp_path)
-    edit_card(directory, labels=LABELS[:5], other_label=None)
+    edit_card(directory, labels=LABELS[:5], other_label=None, malignant_labels=[])
     with pytest.raises(BundleError, match="shapes do not match"):
         load_bundle(directory)
     edit_card(directory, labels=LABELS, architecture="test_resnet")

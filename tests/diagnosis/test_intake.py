@@ -4,9 +4,11 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import image_bytes
-from diagnosis.intake import ImageRejected, IntakeLimits, RejectReason, open_photo
 from PIL import Image
+
+from diagnosis.intake import ImageRejected, IntakeLimits, RejectReason, open_photo
+
+from conftest import image_bytes
 
 
 def reason_for(data: bytes, limits: IntakeLimits = IntakeLimits()) -> RejectReason:
@@ -24,14 +26,22 @@ def gradient(width=120, height=80) -> Image.Image:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims huge dimensions but carries almost no data: a decompression bomb."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
         )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + \
-        chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_real_photos_open_as_rgb(real_photo_paths):
@@ -77,8 +87,12 @@ def test_palette_cmyk_grayscale_and_16_bit_become_rgb():
     gray = gradient().convert("L")
     sixteen = Image.fromarray((np.arange(100 * 100).reshape(100, 100) * 6).astype(np.uint16))
     assert sixteen.mode.startswith("I;16")
-    for data in (image_bytes(palette), image_bytes(cmyk, "JPEG"), image_bytes(gray),
-                 image_bytes(sixteen)):
+    for data in (
+        image_bytes(palette),
+        image_bytes(cmyk, "JPEG"),
+        image_bytes(gray),
+        image_bytes(sixteen),
+    ):
         assert open_photo(data).mode == "RGB"
     # 16-bit data is rescaled, not clipped to white.
     converted = np.asarray(open_photo(image_bytes(sixteen)))
@@ -94,8 +108,9 @@ def test_not_an_image():
 def test_truncated_photo_is_corrupt(real_photo_paths):
     data = real_photo_paths[0].read_bytes()
     assert reason_for(data[: len(data) // 2]) == RejectReason.CORRUPT
-    png = image_bytes(Image.fromarray(np.random.default_rng(0).integers(
-        0, 255, (200, 200, 3), dtype=np.uint8)))
+    png = image_bytes(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8))
+    )
     assert reason_for(png[: len(png) // 2]) == RejectReason.CORRUPT
 
 

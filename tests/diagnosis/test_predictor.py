@@ -3,10 +3,12 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import LABELS, make_bundle
+from PIL import Image
+
 from diagnosis.bundle import load_bundle
 from diagnosis.predictor import Classifier, Predictor, preprocess
-from PIL import Image
+
+from conftest import LABELS, make_bundle
 
 
 def random_photos(count: int, seed: int = 0) -> list[Image.Image]:
@@ -40,8 +42,9 @@ def test_probabilities_top3_and_names(classifier, real_photo_paths):
         assert len(prediction.top) == 3
         probs = [item.prob for item in prediction.top]
         assert probs == sorted(probs, reverse=True)
-        assert prediction.best.label == max(prediction.probabilities,
-                                            key=prediction.probabilities.get)
+        assert prediction.best.label == max(
+            prediction.probabilities, key=prediction.probabilities.get
+        )
         assert prediction.best.name_ko.startswith("한국어")
         assert prediction.model_version == "test-0"
 
@@ -69,6 +72,30 @@ def test_abstains_below_threshold_or_on_other(tmp_path):
     with_bias.bias.data[:] = -20
     with_bias.bias.data[LABELS.index("other")] = 20
     assert all(p.abstain and p.best.label == "other" for p in other_only.predict_batch(images))
+
+
+def test_urgent_when_malignant_labels_together_reach_the_threshold(tmp_path):
+    images = random_photos(2)
+    classifier = Classifier(load_bundle(make_bundle(tmp_path / "u")))
+    head = classifier.model.get_classifier()
+    head.weight.data[:] = 0
+    head.bias.data[:] = 0
+    # Melanoma and BCC at 0.2 each: neither is the top answer, together they pass 0.3.
+    head.bias.data[LABELS.index("acne")] = np.log(0.6 / 0.2)
+    for label in ("melanoma", "basal_cell_carcinoma"):
+        head.bias.data[LABELS.index(label)] = 0.0
+    others = [
+        i
+        for i, label in enumerate(LABELS)
+        if label not in ("acne", "melanoma", "basal_cell_carcinoma")
+    ]
+    for index in others:
+        head.bias.data[index] = -30
+    for prediction in classifier.predict_batch(images):
+        assert prediction.best.label == "acne"
+        assert prediction.urgent
+    head.bias.data[LABELS.index("acne")] = 5
+    assert not any(p.urgent for p in classifier.predict_batch(images))
 
 
 async def test_concurrent_callers_each_get_their_own_answer(classifier):

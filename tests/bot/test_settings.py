@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from bot.settings import Settings, SettingsError
+from diagnosis.bundle import BUNDLED_MODEL_DIR
+
+VALID_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+
+
+def test_defaults_run_offline():
+    settings = Settings.from_env({})
+    assert settings.model_path == BUNDLED_MODEL_DIR and not settings.model_explicit
+    assert settings.telegram_token is None
+    assert settings.store == "sqlite"
+    assert settings.web_host == "127.0.0.1" and settings.web_port == 8080
+    assert settings.intake.max_bytes == 20 * 1024 * 1024
+    assert settings.intake.max_pixels == 40_000_000
+
+
+def test_values_are_read(tmp_path):
+    settings = Settings.from_env(
+        {
+            "SKINCARE_MODEL": str(tmp_path),
+            "TELEGRAM_BOT_TOKEN": VALID_TOKEN,
+            "TELEGRAM_BASE_URL": "http://127.0.0.1:8081/bot",
+            "TELEGRAM_BASE_FILE_URL": "http://127.0.0.1:8081/file/bot",
+            "SKINCARE_STORE": "Firestore",
+            "SKINCARE_DB": str(tmp_path / "x.db"),
+            "SKINCARE_WEB_HOST": "0.0.0.0",
+            "SKINCARE_WEB_PORT": "9000",
+            "SKINCARE_QUALITY_MIN_SHARPNESS": "1.5",
+        }
+    )
+    assert settings.model_path == Path(tmp_path) and settings.model_explicit
+    assert settings.telegram_token == VALID_TOKEN
+    assert settings.store == "firestore"
+    assert settings.db_path == tmp_path / "x.db"
+    assert settings.web_port == 9000
+    assert settings.quality.min_sharpness == 1.5
+
+
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"SKINCARE_WEB_PORT": "eighty"}, "SKINCARE_WEB_PORT"),
+        ({"SKINCARE_WEB_PORT": "70000"}, "SKINCARE_WEB_PORT"),
+        ({"SKINCARE_STORE": "postgres"}, "SKINCARE_STORE"),
+        ({"SKINCARE_MODEL": "/no/such/bundle"}, "SKINCARE_MODEL"),
+        ({"TELEGRAM_BOT_TOKEN": "hello"}, "TELEGRAM_BOT_TOKEN"),
+        ({"TELEGRAM_BASE_URL": "ftp://x"}, "TELEGRAM_BASE_URL"),
+        ({"TELEGRAM_BASE_FILE_URL": "http://x/file"}, "TELEGRAM_BASE_FILE_URL"),
+        ({"SKINCARE_MAX_PHOTO_BYTES": "-1"}, "SKINCARE_MAX_PHOTO_BYTES"),
+        ({"SKINCARE_QUALITY_MIN_SHARPNESS": "sharp"}, "SKINCARE_QUALITY_MIN_SHARPNESS"),
+        ({"SKINCARE_LOG_LEVEL": "LOUD"}, "SKINCARE_LOG_LEVEL"),
+    ],
+)
+def test_bad_values_name_the_setting(env, named):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert str(caught.value).startswith(named)

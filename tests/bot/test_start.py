@@ -1,0 +1,116 @@
+"""`python -m bot` as `make run` starts it: a real process, a real HTTP port."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from bot.app import build_assistant
+from bot.settings import Settings
+from bot.web import build_web_app
+
+from conftest import REPO_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_health(port: int, process: subprocess.Popen, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the assistant exited: {process.stderr.read()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
+                return json.loads(reply.read())
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.3)
+    raise AssertionError("no health answer in time")
+
+
+@pytest.fixture
+def start_bot():
+    processes = []
+
+    def start(**env):
+        port = free_port()
+        full_env = {**os.environ, "SKINCARE_WEB_PORT": str(port), **env}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot"],
+            cwd=REPO_ROOT,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        processes.append(process)
+        return port, process
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_starts_and_serves_health_and_photos(start_bot, tiny_bundle, real_photo_paths):
+    port, process = start_bot(SKINCARE_MODEL=str(tiny_bundle))
+    health = wait_for_health(port, process)
+    assert health == {"status": "ok", "model_installed": True, "model": "test-0"}
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/analyse",
+        data=real_photo_paths[0].read_bytes(),
+        headers={"Content-Type": "image/jpeg"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        answer = json.loads(reply.read())
+    assert "quality" in answer
+
+    bad = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/analyse",
+        data=b"not an image",
+        method="POST",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(bad, timeout=30)
+    assert caught.value.code == 422
+    assert json.loads(caught.value.read())["error"] == "not_an_image"
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/?lang=ko", timeout=10) as reply:
+        assert "진단이 아닙니다" in reply.read().decode()
+
+
+def test_misconfiguration_stops_start_up_naming_the_setting(start_bot):
+    _, process = start_bot(SKINCARE_WEB_PORT="not-a-port")
+    assert process.wait(timeout=60) == 2
+    assert "SKINCARE_WEB_PORT" in process.stderr.read()
+
+
+def test_broken_bundle_stops_start_up(start_bot, tmp_path):
+    (tmp_path / "model_card.json").write_text("{}")
+    _, process = start_bot(SKINCARE_MODEL=str(tmp_path))
+    assert process.wait(timeout=60) == 2
+    error = process.stderr.read()
+    assert "SKINCARE_MODEL" in error and "model_card.json" in error
+
+
+async def test_without_a_model_the_page_says_so(aiohttp_client_factory, tmp_path):
+    settings = Settings(model_path=tmp_path / "not-installed")
+    client = await aiohttp_client_factory(build_web_app(build_assistant(settings)))
+    health = await (await client.get("/healthz")).json()
+    assert health["model_installed"] is False and health["model"] is None
+    page = await (await client.get("/", headers={"Accept-Language": "en-US"})).text()
+    assert "No trained model is installed" in page
+    reply = await client.post("/api/analyse", data=b"\xff\xd8")
+    assert reply.status == 503
