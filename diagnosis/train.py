@@ -250,6 +250,8 @@ def train(config: TrainConfig) -> TrainResult:
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its kernels
 
     samples = read_samples(config.data_dir)
     if config.split_file:
@@ -331,6 +333,7 @@ def train(config: TrainConfig) -> TrainResult:
     )
     for epoch in epochs_bar:
         model.train()
+        epoch_started = time.monotonic()
         running, seen = 0.0, 0
         batches = tqdm(
             train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not config.progress
@@ -365,8 +368,14 @@ def train(config: TrainConfig) -> TrainResult:
         val_logits, val_targets = predict_logits(model, val_loader, device, config.progress, "val")
         val_f1 = named_macro_f1(softmax(val_logits), val_targets, labels)
         history.append(
-            {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "val_macro_f1": val_f1}
+            {
+                "epoch": epoch + 1,
+                "train_loss": running / max(seen, 1),
+                "val_macro_f1": val_f1,
+                "seconds": round(time.monotonic() - epoch_started, 1),
+            }
         )
+        log.info("epoch %d: %s", epoch + 1, history[-1])
         if val_f1 > best_f1:
             best_f1, best_epoch = val_f1, epoch + 1
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
