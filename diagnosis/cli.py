@@ -230,6 +230,8 @@ def _human_report(path: Path, analysis: PhotoAnalysis) -> str:
         "  abstain: "
         + ("yes (not confident enough to name a condition)" if prediction.abstain else "no")
     )
+    if prediction.urgent:
+        lines.append("  urgent: yes (skin cancer is among the likely answers: see a dermatologist)")
     quality = analysis.quality
     verdict = "ok" if quality.ok else "poor: " + ", ".join(quality.reasons)
     measures = ", ".join(f"{key} {value:.3g}" for key, value in quality.measures.items())

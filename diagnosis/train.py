@@ -361,7 +361,7 @@ def train(config: TrainConfig) -> TrainResult:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
             scheduler.step()
-            running += float(loss) * len(targets)
+            running += loss.item() * len(targets)
             seen += len(targets)
             batches.set_postfix(loss=f"{running / max(seen, 1):.3f}")
 
@@ -400,18 +400,15 @@ def train(config: TrainConfig) -> TrainResult:
             log.info("early stop: no val macro-F1 gain for %d epochs", config.patience)
             break
         if config.max_minutes:
-            elapsed = time.monotonic() - started
-            per_epoch = elapsed / (epoch + 1 - start_epoch)
-            affordable = start_epoch + int(config.max_minutes * 60 / per_epoch)
-            if affordable < schedule["epochs"]:
+            # The latest epoch predicts the next ones best (the first one pays for start-up).
+            remaining = config.max_minutes * 60 - (time.monotonic() - started)
+            affordable = epoch + 1 + max(0, int(remaining / history[-1]["seconds"]))
+            planned = max(epoch + 1, min(config.epochs, affordable))
+            if planned != schedule["epochs"]:
                 # Anneal the learning rate within the budget instead of stopping mid-schedule.
-                schedule["epochs"] = max(epoch + 1, affordable)
-                schedule["total_steps"] = steps_per_epoch * schedule["epochs"]
-                log.warning(
-                    "time budget: training %d epochs instead of %d",
-                    schedule["epochs"],
-                    config.epochs,
-                )
+                schedule["epochs"] = planned
+                schedule["total_steps"] = steps_per_epoch * planned
+                log.warning("time budget: planning %d of %d epochs", planned, config.epochs)
             if epoch + 1 >= schedule["epochs"]:
                 break
 
