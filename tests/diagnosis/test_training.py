@@ -95,8 +95,17 @@ def short_run(dataset_dir, tmp_path_factory):
     """A short real training run on a small subset: it must beat chance."""
     out = tmp_path_factory.mktemp("train") / "bundle"
     config = TrainConfig(
-        data_dir=dataset_dir, out_dir=out, image_size=96, epochs=3, batch_size=16,
-        limit_per_class=14, workers=0, lr=2e-3, patience=3, progress=False, version="tiny-run",
+        data_dir=dataset_dir,
+        out_dir=out,
+        image_size=96,
+        epochs=3,
+        batch_size=16,
+        limit_per_class=14,
+        workers=0,
+        lr=2e-3,
+        patience=3,
+        progress=False,
+        version="tiny-run",
     )
     return train(config)
 
@@ -115,12 +124,32 @@ def test_short_training_run_beats_chance_and_writes_a_complete_bundle(short_run)
 
 
 def test_evaluate_reproduces_the_card_and_prints_json(short_run, dataset_dir, capsys, tmp_path):
-    code = main(["evaluate", "--bundle", str(short_run.bundle_dir), "--data", str(dataset_dir),
-                 "--json", "--workers", "0", "--out", str(tmp_path)])
+    code = main(
+        [
+            "evaluate",
+            "--bundle",
+            str(short_run.bundle_dir),
+            "--data",
+            str(dataset_dir),
+            "--json",
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) >= {"macro_f1", "accuracy", "top3", "ece", "malignant_sensitivity",
-                           "other_confident_rate", "per_class", "per_source"}
+    assert set(result) >= {
+        "macro_f1",
+        "accuracy",
+        "top3",
+        "ece",
+        "malignant_sensitivity",
+        "other_confident_rate",
+        "per_class",
+        "per_source",
+    }
     card = json.loads((short_run.bundle_dir / "model_card.json").read_text())
     assert result["macro_f1"] == pytest.approx(card["metrics"]["macro_f1"], abs=1e-6)
     assert (tmp_path / "confusion_matrix.png").is_file()
@@ -134,9 +163,22 @@ def test_evaluate_reports_labels_the_model_lacks(short_run, dataset_dir, tmp_pat
     for path in acne:
         (tmp_path / "data" / "acne" / path.name).write_bytes(path.read_bytes())
         (tmp_path / "data" / "rosacea" / path.name).write_bytes(path.read_bytes())
-    code = main(["evaluate", "--bundle", str(short_run.bundle_dir), "--data",
-                 str(tmp_path / "data"), "--split", "all", "--json", "--workers", "0",
-                 "--out", str(tmp_path / "eval")])
+    code = main(
+        [
+            "evaluate",
+            "--bundle",
+            str(short_run.bundle_dir),
+            "--data",
+            str(tmp_path / "data"),
+            "--split",
+            "all",
+            "--json",
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["unknown_labels"] == {"rosacea": 2}
