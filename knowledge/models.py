@@ -1,0 +1,144 @@
+"""What the assistant knows: care content, FAQ, clinics, and what it keeps about users.
+
+Plain dataclasses with no storage or torch in them; every user-facing text is a `Localized`
+mapping with one entry per language ("en", "ko"). Documents carry a `version` that every save
+increments, so a stale admin edit is refused instead of silently overwriting a newer one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+LANGUAGES = ("en", "ko")
+
+Localized = dict[str, str]  # {"en": "...", "ko": "..."}
+LocalizedList = dict[str, list[str]]  # {"en": ["...", ...], "ko": [...]}
+
+
+class Triage(StrEnum):
+    URGENT = "urgent"  # possible skin cancer: see a dermatologist soon, no self-care-only advice
+    SEE_DOCTOR = "see_doctor"  # usually harmless or needs a doctor to treat; get it checked
+    SELF_CARE = "self_care"  # first-line care at home is reasonable
+
+
+@dataclass
+class Source:
+    name: str  # e.g. "NHS", "American Academy of Dermatology"
+    url: str
+
+
+@dataclass
+class Ingredient:
+    name: Localized  # e.g. benzoyl peroxide
+    use: Localized  # what it is for
+    cautions: Localized  # pregnancy, children, face, irritation...
+
+
+@dataclass
+class Condition:
+    label: str  # the model's label, e.g. "acne"
+    names: Localized
+    summary: Localized
+    triage: Triage
+    care_steps: LocalizedList = field(default_factory=dict)  # first-line care (self-care ones)
+    ingredients: list[Ingredient] = field(default_factory=list)  # over the counter
+    red_flags: LocalizedList = field(default_factory=dict)
+    see_doctor_when: LocalizedList = field(default_factory=dict)
+    contagious: Localized = field(default_factory=dict)
+    improvement_time: Localized = field(default_factory=dict)
+    sources: list[Source] = field(default_factory=list)
+    version: int = 0
+    updated_by: str = ""
+    updated_at: str = ""  # ISO 8601, UTC
+
+
+@dataclass
+class FaqEntry:
+    id: str  # stable slug, e.g. "acne-steroid-cream"
+    label: str | None  # the condition it is about; None for general questions
+    topic: str  # e.g. "contagious", "duration", "steroid", "privacy"
+    questions: LocalizedList  # phrasings and paraphrases, per language
+    answer: Localized
+    version: int = 0
+    updated_by: str = ""
+    updated_at: str = ""
+
+
+@dataclass
+class Clinic:
+    id: str
+    name: Localized
+    address: Localized
+    city: str  # e.g. "Seoul"
+    district: str  # e.g. "Gangnam-gu"
+    lat: float
+    lon: float
+    phone: str
+    hours: Localized
+    languages: list[str]  # e.g. ["ko", "en"]
+    treats: list[str]  # condition labels and services, e.g. ["acne", "skin_cancer_surgery"]
+    sample: bool = True  # sample data: not a real business
+    geohash: str = ""  # filled by the store, for proximity queries
+    version: int = 0
+    updated_by: str = ""
+    updated_at: str = ""
+
+
+@dataclass
+class Feedback:
+    id: str
+    user_key: str  # a keyed hash of the chat user id, never the id itself
+    label: str  # what the model answered
+    correct: bool | None  # the user's answer to "Was this right?"
+    model_version: str
+    created_at: str
+    comment: str = ""
+
+
+@dataclass
+class UserState:
+    """Per-user state kept in the store so that several bot replicas can serve one user."""
+
+    user_key: str
+    language: str = "en"
+    consent_store_photos: bool = False
+    last_result: dict[str, Any] | None = None  # labels and probabilities, never the photo
+    recent_messages: list[float] = field(default_factory=list)  # timestamps, for flood limits
+    updated_at: str = ""
+
+
+@dataclass
+class AuditEntry:
+    id: str
+    kind: str  # "condition", "faq", "clinic"
+    key: str  # the document's id or label
+    version: int  # the version this change created
+    actor: str
+    at: str
+    action: str  # "create", "update", "delete", "rollback"
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+def to_dict(document: Any) -> dict[str, Any]:
+    return asdict(document)
+
+
+def condition_from_dict(data: dict[str, Any]) -> Condition:
+    values = dict(data)
+    values["triage"] = Triage(values["triage"])
+    values["ingredients"] = [Ingredient(**item) for item in values.get("ingredients", [])]
+    values["sources"] = [Source(**item) for item in values.get("sources", [])]
+    return Condition(**values)
+
+
+def faq_from_dict(data: dict[str, Any]) -> FaqEntry:
+    return FaqEntry(**data)
+
+
+def clinic_from_dict(data: dict[str, Any]) -> Clinic:
+    values = dict(data)
+    values["lat"], values["lon"] = float(values["lat"]), float(values["lon"])
+    return Clinic(**values)
