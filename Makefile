@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The Firestore emulator the store tests run against (Node; Google's own needs a download).
+EMULATOR := .emulator/node_modules/@firestore-emulator/server
+EMULATOR_VERSION := 0.3.15
 
 .PHONY: install run test lint format bench clean
 
@@ -17,10 +20,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(EMULATOR):
+	npm install --prefix .emulator --no-audit --no-fund @firestore-emulator/server@$(EMULATOR_VERSION)
+
 run: $(STAMP)
 	$(PY) -m bot
 
-test: $(STAMP)
+test: $(STAMP) $(EMULATOR)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -35,4 +41,4 @@ bench: $(STAMP)
 	$(PY) bench/cli_latency.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .emulator

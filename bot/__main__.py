@@ -36,12 +36,16 @@ def main() -> int:
         f"(health: /healthz)",
         flush=True,
     )
-    web.run_app(
-        build_web_app(assistant),
-        host=settings.web_host,
-        port=settings.web_port,
-        print=None,
-    )
+    try:
+        web.run_app(
+            build_web_app(assistant),
+            host=settings.web_host,
+            port=settings.web_port,
+            print=None,
+        )
+    except SettingsError as exc:  # raised while opening the store at start-up
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from bot.settings import Settings, SettingsError
 from diagnosis.bundle import BundleError, load_bundle
 from diagnosis.predictor import Classifier, Predictor
+from knowledge.store import KnowledgeStore, StoreError
+from knowledge.stores import open_store, seed
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +23,27 @@ log = logging.getLogger(__name__)
 class Assistant:
     settings: Settings
     predictor: Predictor | None  # None: no trained model is installed
+    store: KnowledgeStore | None = None  # opened by `open_knowledge` when the server starts
 
     @property
     def model_version(self) -> str | None:
         return self.predictor.card.version if self.predictor else None
 
+    async def open_knowledge(self) -> None:
+        """Open the configured store and seed it from knowledge/content (idempotent)."""
+        try:
+            self.store = await open_store(self.settings)
+            report = await seed(self.store)
+        except StoreError as exc:
+            setting = "SKINCARE_DB" if self.settings.store == "sqlite" else "SKINCARE_STORE"
+            raise SettingsError(f"{setting}: the {self.settings.store} store: {exc}") from exc
+        log.info("Knowledge store %s ready (%s)", self.settings.store, report)
+
     async def close(self) -> None:
         if self.predictor is not None:
             await self.predictor.close()
+        if self.store is not None:
+            await self.store.close()
 
 
 def load_predictor(settings: Settings) -> Predictor | None:

@@ -43,6 +43,7 @@ async def healthz(request: web.Request) -> web.Response:
             "status": "ok",
             "model_installed": assistant.predictor is not None,
             "model": assistant.model_version,
+            "store": assistant.settings.store if assistant.store is not None else None,
         }
     )
 
@@ -101,8 +102,12 @@ def build_web_app(assistant: Assistant) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_post("/api/analyse", analyse)
 
+    async def open_knowledge(app: web.Application) -> None:
+        await app[ASSISTANT].open_knowledge()
+
     async def close_assistant(app: web.Application) -> None:
         await app[ASSISTANT].close()
 
+    app.on_startup.append(open_knowledge)
     app.on_cleanup.append(close_assistant)
     return app

@@ -8,6 +8,7 @@ every adapter; an adapter is done when it passes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from knowledge.models import (
@@ -36,6 +37,15 @@ class StaleWriteError(Exception):
         self.expected, self.actual, self.changed_by = expected, actual, changed_by
 
 
+@dataclass
+class ImportResult:
+    """What `import_clinics` did, by clinic id (in batch order)."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)  # same content: not written, no audit
+
+
 class KnowledgeStore(Protocol):
     # Care content, one document per model label.
     async def get_condition(self, label: str) -> Condition | None: ...
@@ -44,7 +54,8 @@ class KnowledgeStore(Protocol):
         self, condition: Condition, expected_version: int, actor: str
     ) -> Condition: ...
 
-    # FAQ.
+    # FAQ (list_faq(None): every entry). Deletes follow the save rule; deleting a document
+    # that does not exist with expected_version 0 raises LookupError.
     async def list_faq(self, label: str | None = None) -> list[FaqEntry]: ...
     async def save_faq(self, entry: FaqEntry, expected_version: int, actor: str) -> FaqEntry: ...
     async def delete_faq(self, entry_id: str, expected_version: int, actor: str) -> None: ...
@@ -62,15 +73,20 @@ class KnowledgeStore(Protocol):
         condition: str | None = None,
         max_km: float = 50.0,
     ) -> list[tuple[Clinic, float]]: ...  # (clinic, distance in km), nearest first
+    # A whole clinic list (e.g. a CSV) in ONE transaction: every clinic is created or replaced
+    # (whatever its stored version; clinics not in the batch are kept), or, on any error,
+    # nothing is written. Duplicate ids or impossible coordinates raise ValueError.
+    async def import_clinics(self, clinics: list[Clinic], actor: str) -> ImportResult: ...
 
     # Feedback and users (no photos, no raw user ids).
     async def add_feedback(self, feedback: Feedback) -> None: ...
     async def list_feedback(self, limit: int = 50, since: str | None = None) -> list[Feedback]: ...
+    # newest first; `since` is an ISO 8601 instant, inclusive. delete_user also deletes feedback.
     async def get_user(self, user_key: str) -> UserState | None: ...
     async def save_user(self, state: UserState) -> None: ...
     async def delete_user(self, user_key: str) -> None: ...
 
-    # Admin audit trail.
+    # Admin audit trail, oldest first.
     async def audit_log(self, kind: str, key: str) -> list[AuditEntry]: ...
 
     async def close(self) -> None: ...

@@ -7,32 +7,11 @@ real loading, preprocessing, batching and Grad-CAM code, just not a useful class
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
 import pytest
-import torch
-from PIL import Image
 
-from diagnosis.bundle import ModelCard, create_model, save_bundle
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATASET_DIR = REPO_ROOT.parent / "shared" / "datasets" / "skin-photos"
-
-LABELS = [
-    "acne",
-    "atopic_dermatitis",
-    "basal_cell_carcinoma",
-    "benign_keratosis",
-    "eczema",
-    "fungal_infection",
-    "melanocytic_nevus",
-    "melanoma",
-    "other",
-    "psoriasis_lichen_planus",
-    "seborrheic_keratosis_benign_tumor",
-    "viral_infection",
-]
+from helpers import DATASET_DIR, make_bundle
 
 
 @pytest.fixture(scope="session")
@@ -60,43 +39,9 @@ def real_photo_paths(dataset_dir: Path, manifest_rows) -> list[Path]:
     return [dataset_dir / name for name in sample]
 
 
-def make_card(**overrides) -> ModelCard:
-    values = dict(
-        architecture="test_efficientnet",
-        labels=list(LABELS),
-        display_names={
-            label: {"en": label.replace("_", " ").title(), "ko": f"한국어 {label}"}
-            for label in LABELS
-        },
-        input_size=[3, 64, 64],
-        mean=[0.5, 0.5, 0.5],
-        std=[0.5, 0.5, 0.5],
-        temperature=1.0,
-        abstain_threshold=0.0,
-        malignant_labels=["basal_cell_carcinoma", "melanoma"],
-        urgent_threshold=0.3,
-        version="test-0",
-    )
-    values.update(overrides)
-    return ModelCard(**values)
-
-
-def make_bundle(directory: Path, seed: int = 0, half: bool = False, **card_overrides) -> Path:
-    card = make_card(**card_overrides)
-    torch.manual_seed(seed)
-    model = create_model(card.architecture, card.num_classes)
-    return save_bundle(model, card, directory, half=half)
-
-
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     return make_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
-
-
-def image_bytes(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **save_args)
-    return buffer.getvalue()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from bot.app import build_assistant
 from bot.settings import Settings
 from bot.web import build_web_app
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def free_port() -> int:
@@ -38,12 +38,17 @@ def wait_for_health(port: int, process: subprocess.Popen, timeout: float = 90) -
 
 
 @pytest.fixture
-def start_bot():
+def start_bot(tmp_path):
     processes = []
 
     def start(**env):
         port = free_port()
-        full_env = {**os.environ, "SKINCARE_WEB_PORT": str(port), **env}
+        full_env = {
+            **os.environ,
+            "SKINCARE_WEB_PORT": str(port),
+            "SKINCARE_DB": str(tmp_path / "store.sqlite3"),
+            **env,
+        }
         process = subprocess.Popen(
             [sys.executable, "-m", "bot"],
             cwd=REPO_ROOT,
@@ -64,7 +69,12 @@ def start_bot():
 def test_starts_and_serves_health_and_photos(start_bot, tiny_bundle, real_photo_paths):
     port, process = start_bot(SKINCARE_MODEL=str(tiny_bundle))
     health = wait_for_health(port, process)
-    assert health == {"status": "ok", "model_installed": True, "model": "test-0"}
+    assert health == {
+        "status": "ok",
+        "model_installed": True,
+        "model": "test-0",
+        "store": "sqlite",
+    }
 
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/api/analyse",
@@ -97,6 +107,13 @@ def test_misconfiguration_stops_start_up_naming_the_setting(start_bot):
     assert "SKINCARE_WEB_PORT" in process.stderr.read()
 
 
+def test_unusable_database_path_stops_start_up(start_bot, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    _, process = start_bot(SKINCARE_DB=str(tmp_path / "a-file" / "store.sqlite3"))
+    assert process.wait(timeout=90) == 2
+    assert "SKINCARE_DB" in process.stderr.read()
+
+
 def test_broken_bundle_stops_start_up(start_bot, tmp_path):
     (tmp_path / "model_card.json").write_text("{}")
     _, process = start_bot(SKINCARE_MODEL=str(tmp_path))
@@ -106,7 +123,7 @@ def test_broken_bundle_stops_start_up(start_bot, tmp_path):
 
 
 async def test_without_a_model_the_page_says_so(aiohttp_client_factory, tmp_path):
-    settings = Settings(model_path=tmp_path / "not-installed")
+    settings = Settings(model_path=tmp_path / "not-installed", db_path=tmp_path / "db.sqlite3")
     client = await aiohttp_client_factory(build_web_app(build_assistant(settings)))
     health = await (await client.get("/healthz")).json()
     assert health["model_installed"] is False and health["model"] is None

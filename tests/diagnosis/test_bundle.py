@@ -6,7 +6,7 @@ import torch
 
 from diagnosis.bundle import CARD_FILE, WEIGHTS_FILE, BundleError, load_bundle, read_card
 
-from conftest import LABELS, make_bundle
+from helpers import LABELS, make_bundle
 
 
 def copy_of(bundle, tmp_path):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from diagnosis.cli import main
 
-from conftest import REPO_ROOT, image_bytes
+from helpers import REPO_ROOT, image_bytes
 
 
 def run_cli(capsys, *args):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from diagnosis.intake import ImageRejected, IntakeLimits, RejectReason, open_photo
 
-from conftest import image_bytes
+from helpers import image_bytes
 
 
 def reason_for(data: bytes, limits: IntakeLimits = IntakeLimits()) -> RejectReason:

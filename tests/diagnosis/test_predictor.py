@@ -8,7 +8,7 @@ from PIL import Image
 from diagnosis.bundle import load_bundle
 from diagnosis.predictor import Classifier, Predictor, preprocess
 
-from conftest import LABELS, make_bundle
+from helpers import LABELS, make_bundle
 
 
 def random_photos(count: int, seed: int = 0) -> list[Image.Image]:

@@ -1,0 +1,464 @@
+"""The embedded knowledge store: one SQLite file, the default when nothing is configured.
+
+Every document is kept as JSON next to the columns that queries need (label, geohash, lat/lon,
+version, timestamps). All SQL runs on one connection in a worker thread (`asyncio.to_thread`)
+behind a lock, so the event loop never waits on the disk and the connection is never used by
+two threads at once. WAL mode lets another process (the `python -m knowledge` command line)
+read while the bot writes. Every versioned write checks the stored version, writes the document
+and appends its audit entry in one `BEGIN IMMEDIATE` transaction: all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from knowledge.geo import geohash_ranges, haversine_km
+from knowledge.models import (
+    AuditEntry,
+    Clinic,
+    Condition,
+    FaqEntry,
+    Feedback,
+    UserState,
+    clinic_from_dict,
+    condition_from_dict,
+    faq_from_dict,
+    to_dict,
+)
+from knowledge.store import ImportResult, StaleWriteError, StoreError
+from knowledge.stores import (
+    check_key,
+    content_of,
+    now_iso,
+    prepare_clinic,
+    prepare_clinic_batch,
+    timestamp,
+)
+
+T = TypeVar("T")
+Document = TypeVar("Document", Condition, FaqEntry, Clinic)
+
+SCHEMA_VERSION = 1
+# MIGRATIONS[n] takes a database from user_version n to n + 1.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE conditions (
+            label TEXT PRIMARY KEY, version INTEGER NOT NULL, updated_by TEXT NOT NULL,
+            updated_at TEXT NOT NULL, doc TEXT NOT NULL)""",
+        """CREATE TABLE faq (
+            id TEXT PRIMARY KEY, label TEXT, topic TEXT NOT NULL, version INTEGER NOT NULL,
+            updated_by TEXT NOT NULL, updated_at TEXT NOT NULL, doc TEXT NOT NULL)""",
+        "CREATE INDEX faq_label ON faq (label)",
+        """CREATE TABLE clinics (
+            id TEXT PRIMARY KEY, geohash TEXT NOT NULL, lat REAL NOT NULL, lon REAL NOT NULL,
+            version INTEGER NOT NULL, updated_by TEXT NOT NULL, updated_at TEXT NOT NULL,
+            doc TEXT NOT NULL)""",
+        "CREATE INDEX clinics_geohash ON clinics (geohash)",
+        """CREATE TABLE feedback (
+            id TEXT PRIMARY KEY, user_key TEXT NOT NULL, label TEXT NOT NULL,
+            created_at TEXT NOT NULL, created_ts REAL NOT NULL, doc TEXT NOT NULL)""",
+        "CREATE INDEX feedback_created ON feedback (created_ts)",
+        "CREATE INDEX feedback_user ON feedback (user_key)",
+        """CREATE TABLE users (
+            user_key TEXT PRIMARY KEY, updated_at TEXT NOT NULL, doc TEXT NOT NULL)""",
+        """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
+            key TEXT NOT NULL, version INTEGER NOT NULL, actor TEXT NOT NULL, at TEXT NOT NULL,
+            action TEXT NOT NULL, before TEXT, after TEXT)""",
+        "CREATE INDEX audit_key ON audit (kind, key)",
+    ],
+]
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kind:
+    name: str  # as in AuditEntry.kind
+    table: str
+    key: str  # key column (and dataclass field)
+    from_dict: Callable[[dict[str, Any]], Any]
+    columns: Callable[[Any], dict[str, Any]]  # queried columns besides key/version/doc
+
+
+CONDITION = _Kind("condition", "conditions", "label", condition_from_dict, lambda doc: {})
+FAQ = _Kind("faq", "faq", "id", faq_from_dict, lambda doc: {"label": doc.label, "topic": doc.topic})
+CLINIC = _Kind(
+    "clinic",
+    "clinics",
+    "id",
+    clinic_from_dict,
+    lambda doc: {"geohash": doc.geohash, "lat": doc.lat, "lon": doc.lon},
+)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+
+class SqliteStore:
+    """`KnowledgeStore` on one SQLite file, created (with its folder) on first use."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self._call, work)
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            try:
+                return work(self._connection())
+            except sqlite3.Error as error:
+                raise StoreError(f"SQLite store {self.path}: {error}") from error
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"SQLite store {self.path} is closed")
+        if self._conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StoreError(f"cannot create {self.path.parent}: {error}") from error
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA busy_timeout = 5000")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                self._migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with _transaction(conn):
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {current}, newer than this program's "
+                    f"{SCHEMA_VERSION}: upgrade the assistant or point SKINCARE_DB elsewhere"
+                )
+            for version in range(current, SCHEMA_VERSION):
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+            if current != SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    async def connect(self) -> None:
+        """Open (and create or migrate) the database now, to fail fast at start-up."""
+        await self._run(lambda conn: None)
+
+    async def close(self) -> None:
+        def close() -> None:
+            with self._lock:
+                self._closed = True
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
+        await asyncio.to_thread(close)
+
+    # ---- versioned documents --------------------------------------------------------------
+
+    def _get(self, conn: sqlite3.Connection, kind: _Kind, key: str) -> Any | None:
+        row = conn.execute(f"SELECT doc FROM {kind.table} WHERE {kind.key} = ?", (key,)).fetchone()
+        return kind.from_dict(json.loads(row[0])) if row else None
+
+    def _list(self, conn: sqlite3.Connection, kind: _Kind, where: str = "", args=()) -> list:
+        rows = conn.execute(
+            f"SELECT doc FROM {kind.table} {where} ORDER BY {kind.key}", args
+        ).fetchall()
+        return [kind.from_dict(json.loads(row[0])) for row in rows]
+
+    @staticmethod
+    def _last_actor(conn: sqlite3.Connection, kind: _Kind, key: str) -> str:
+        row = conn.execute(
+            "SELECT actor FROM audit WHERE kind = ? AND key = ? ORDER BY seq DESC LIMIT 1",
+            (kind.name, key),
+        ).fetchone()
+        return row[0] if row else ""
+
+    def _stored(self, conn: sqlite3.Connection, kind: _Kind, key: str) -> tuple[int, str, Any]:
+        """(version, updated_by, document) as stored; (0, last actor, None) when absent."""
+        row = conn.execute(
+            f"SELECT version, updated_by, doc FROM {kind.table} WHERE {kind.key} = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return 0, self._last_actor(conn, kind, key), None
+        return row[0], row[1], kind.from_dict(json.loads(row[2]))
+
+    def _write(
+        self,
+        conn: sqlite3.Connection,
+        kind: _Kind,
+        doc: Document,
+        before: Document | None,
+        version: int,
+        actor: str,
+    ) -> Document:
+        """Store `doc` as `version` and audit it; call inside a transaction."""
+        key = getattr(doc, kind.key)
+        saved = dataclasses.replace(doc, version=version, updated_by=actor, updated_at=now_iso())
+        columns = {
+            kind.key: key,
+            "version": saved.version,
+            "updated_by": saved.updated_by,
+            "updated_at": saved.updated_at,
+            "doc": _dumps(to_dict(saved)),
+            **kind.columns(saved),
+        }
+        names = ", ".join(columns)
+        marks = ", ".join("?" for _ in columns)
+        conn.execute(
+            f"INSERT OR REPLACE INTO {kind.table} ({names}) VALUES ({marks})",
+            tuple(columns.values()),
+        )
+        action = "create" if before is None else "update"
+        self._audit(conn, kind, key, version, actor, saved.updated_at, action, before, saved)
+        return saved
+
+    @staticmethod
+    def _audit(conn, kind: _Kind, key, version, actor, at, action, before, after) -> None:
+        conn.execute(
+            "INSERT INTO audit (id, kind, key, version, actor, at, action, before, after) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                uuid.uuid4().hex,
+                kind.name,
+                key,
+                version,
+                actor,
+                at,
+                action,
+                None if before is None else _dumps(to_dict(before)),
+                None if after is None else _dumps(to_dict(after)),
+            ),
+        )
+
+    async def _save(self, kind: _Kind, doc: Document, expected_version: int, actor: str):
+        key = check_key(kind.name, getattr(doc, kind.key))
+        if expected_version < 0:
+            raise ValueError(f"expected_version must be 0 (create) or more, not {expected_version}")
+
+        def save(conn: sqlite3.Connection) -> Document:
+            with _transaction(conn):
+                version, changed_by, before = self._stored(conn, kind, key)
+                if version != expected_version:
+                    raise StaleWriteError(kind.name, key, expected_version, version, changed_by)
+                return self._write(conn, kind, doc, before, version + 1, actor)
+
+        return await self._run(save)
+
+    async def _delete(self, kind: _Kind, key: str, expected_version: int, actor: str) -> None:
+        check_key(kind.name, key)
+
+        def delete(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                version, changed_by, before = self._stored(conn, kind, key)
+                if before is None and expected_version == 0:
+                    raise LookupError(f"there is no {kind.name} {key!r} to delete")
+                if version != expected_version:
+                    raise StaleWriteError(kind.name, key, expected_version, version, changed_by)
+                conn.execute(f"DELETE FROM {kind.table} WHERE {kind.key} = ?", (key,))
+                self._audit(conn, kind, key, version + 1, actor, now_iso(), "delete", before, None)
+
+        await self._run(delete)
+
+    # ---- conditions -----------------------------------------------------------------------
+
+    async def get_condition(self, label: str) -> Condition | None:
+        return await self._run(lambda conn: self._get(conn, CONDITION, label))
+
+    async def list_conditions(self) -> list[Condition]:
+        return await self._run(lambda conn: self._list(conn, CONDITION))
+
+    async def save_condition(
+        self, condition: Condition, expected_version: int, actor: str
+    ) -> Condition:
+        return await self._save(CONDITION, condition, expected_version, actor)
+
+    # ---- FAQ ------------------------------------------------------------------------------
+
+    async def list_faq(self, label: str | None = None) -> list[FaqEntry]:
+        if label is None:
+            return await self._run(lambda conn: self._list(conn, FAQ))
+        return await self._run(lambda conn: self._list(conn, FAQ, "WHERE label = ?", (label,)))
+
+    async def save_faq(self, entry: FaqEntry, expected_version: int, actor: str) -> FaqEntry:
+        return await self._save(FAQ, entry, expected_version, actor)
+
+    async def delete_faq(self, entry_id: str, expected_version: int, actor: str) -> None:
+        await self._delete(FAQ, entry_id, expected_version, actor)
+
+    # ---- clinics --------------------------------------------------------------------------
+
+    async def get_clinic(self, clinic_id: str) -> Clinic | None:
+        return await self._run(lambda conn: self._get(conn, CLINIC, clinic_id))
+
+    async def list_clinics(self) -> list[Clinic]:
+        return await self._run(lambda conn: self._list(conn, CLINIC))
+
+    async def save_clinic(self, clinic: Clinic, expected_version: int, actor: str) -> Clinic:
+        return await self._save(CLINIC, prepare_clinic(clinic), expected_version, actor)
+
+    async def delete_clinic(self, clinic_id: str, expected_version: int, actor: str) -> None:
+        await self._delete(CLINIC, clinic_id, expected_version, actor)
+
+    async def nearest_clinics(
+        self,
+        lat: float,
+        lon: float,
+        limit: int = 5,
+        condition: str | None = None,
+        max_km: float = 50.0,
+    ) -> list[tuple[Clinic, float]]:
+        ranges = geohash_ranges(lat, lon, max_km)  # also checks the point and the radius
+        if limit <= 0:
+            return []
+        where = " OR ".join("(geohash >= ? AND geohash < ?)" for _ in ranges)
+        args = tuple(bound for pair in ranges for bound in pair)
+
+        def query(conn: sqlite3.Connection) -> list[tuple[Clinic, float]]:
+            rows = conn.execute(f"SELECT lat, lon, doc FROM clinics WHERE {where}", args)
+            found = []
+            for clinic_lat, clinic_lon, doc in rows:
+                distance = haversine_km(lat, lon, clinic_lat, clinic_lon)
+                if distance <= max_km:
+                    clinic = clinic_from_dict(json.loads(doc))
+                    if condition is None or condition in clinic.treats:
+                        found.append((clinic, distance))
+            found.sort(key=lambda pair: (pair[1], pair[0].id))
+            return found[:limit]
+
+        return await self._run(query)
+
+    async def import_clinics(self, clinics: list[Clinic], actor: str) -> ImportResult:
+        batch = prepare_clinic_batch(clinics)
+
+        def import_all(conn: sqlite3.Connection) -> ImportResult:
+            result = ImportResult()
+            with _transaction(conn):
+                for clinic in batch:
+                    version, _, before = self._stored(conn, CLINIC, clinic.id)
+                    if before is None:
+                        result.created.append(clinic.id)
+                    elif content_of(before) == content_of(clinic):
+                        result.unchanged.append(clinic.id)
+                        continue
+                    else:
+                        result.updated.append(clinic.id)
+                    self._write(conn, CLINIC, clinic, before, version + 1, actor)
+            return result
+
+        return await self._run(import_all)
+
+    # ---- feedback and users ---------------------------------------------------------------
+
+    async def add_feedback(self, feedback: Feedback) -> None:
+        check_key("feedback", feedback.id)
+        created_ts = timestamp(feedback.created_at)
+
+        def add(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO feedback "
+                "(id, user_key, label, created_at, created_ts, doc) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    feedback.id,
+                    feedback.user_key,
+                    feedback.label,
+                    feedback.created_at,
+                    created_ts,
+                    _dumps(to_dict(feedback)),
+                ),
+            )
+
+        await self._run(add)
+
+    async def list_feedback(self, limit: int = 50, since: str | None = None) -> list[Feedback]:
+        if limit <= 0:
+            return []
+        since_ts = float("-inf") if since is None else timestamp(since)
+
+        def query(conn: sqlite3.Connection) -> list[Feedback]:
+            rows = conn.execute(
+                "SELECT doc FROM feedback WHERE created_ts >= ? "
+                "ORDER BY created_ts DESC, rowid DESC LIMIT ?",
+                (since_ts, limit),
+            ).fetchall()
+            return [Feedback(**json.loads(row[0])) for row in rows]
+
+        return await self._run(query)
+
+    async def get_user(self, user_key: str) -> UserState | None:
+        def get(conn: sqlite3.Connection) -> UserState | None:
+            row = conn.execute("SELECT doc FROM users WHERE user_key = ?", (user_key,)).fetchone()
+            return UserState(**json.loads(row[0])) if row else None
+
+        return await self._run(get)
+
+    async def save_user(self, state: UserState) -> None:
+        check_key("user", state.user_key)
+        doc = _dumps(to_dict(state))
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO users (user_key, updated_at, doc) VALUES (?, ?, ?)",
+                (state.user_key, state.updated_at, doc),
+            )
+        )
+
+    async def delete_user(self, user_key: str) -> None:
+        """Forget a user: their state and every piece of feedback they gave."""
+
+        def delete(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("DELETE FROM users WHERE user_key = ?", (user_key,))
+                conn.execute("DELETE FROM feedback WHERE user_key = ?", (user_key,))
+
+        await self._run(delete)
+
+    # ---- audit ----------------------------------------------------------------------------
+
+    async def audit_log(self, kind: str, key: str) -> list[AuditEntry]:
+        def query(conn: sqlite3.Connection) -> list[AuditEntry]:
+            rows = conn.execute(
+                "SELECT id, kind, key, version, actor, at, action, before, after FROM audit "
+                "WHERE kind = ? AND key = ? ORDER BY seq",
+                (kind, key),
+            ).fetchall()
+            return [
+                AuditEntry(
+                    *row[:7],
+                    before=None if row[7] is None else json.loads(row[7]),
+                    after=None if row[8] is None else json.loads(row[8]),
+                )
+                for row in rows
+            ]
+
+        return await self._run(query)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:  # SQLite may have rolled back already (disk full, ...)
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
