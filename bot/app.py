@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from bot.settings import Settings, SettingsError
 from diagnosis.bundle import BundleError, load_bundle
 from diagnosis.predictor import Classifier, Predictor
+from knowledge.resilient import ResilientKnowledge
 from knowledge.store import KnowledgeStore, StoreError
 from knowledge.stores import open_store, seed
 
@@ -24,6 +25,7 @@ class Assistant:
     settings: Settings
     predictor: Predictor | None  # None: no trained model is installed
     store: KnowledgeStore | None = None  # opened by `open_knowledge` when the server starts
+    knowledge: ResilientKnowledge | None = None  # what the conversation reads content through
 
     @property
     def model_version(self) -> str | None:
@@ -37,6 +39,8 @@ class Assistant:
         except StoreError as exc:
             setting = "SKINCARE_DB" if self.settings.store == "sqlite" else "SKINCARE_STORE"
             raise SettingsError(f"{setting}: the {self.settings.store} store: {exc}") from exc
+        self.knowledge = ResilientKnowledge(self.store)
+        await self.knowledge.warm()
         log.info("Knowledge store %s ready (%s)", self.settings.store, report)
 
     async def close(self) -> None:

@@ -1,0 +1,85 @@
+"""A store outage mid-conversation: content comes from memory, clinic search says it is down."""
+
+from __future__ import annotations
+
+import pytest
+from firestore_support import running_emulator
+
+from knowledge.firestore_store import FirestoreStore
+from knowledge.resilient import ClinicSearchUnavailable, ResilientKnowledge
+from knowledge.sqlite_store import SqliteStore
+
+from knowledge_samples import make_clinic, make_condition, make_faq
+
+
+async def fill(store) -> None:
+    await store.save_condition(make_condition("acne"), 0, "editor")
+    await store.save_condition(make_condition("eczema"), 0, "editor")
+    await store.save_faq(make_faq("acne-contagious"), 0, "editor")
+    await store.save_clinic(make_clinic("seoul-jung", 37.564, 126.981), 0, "editor")
+
+
+async def check_outage_behaviour(knowledge: ResilientKnowledge, cut) -> None:
+    await knowledge.warm()
+    assert knowledge.healthy
+    assert [c.id for c, _ in await knowledge.nearest_clinics(37.56, 126.98)] == ["seoul-jung"]
+    acne = await knowledge.condition("acne")
+    faq = await knowledge.faq("acne")
+
+    await cut()
+
+    # Content: the last good copy, for what was read and for what was only warmed.
+    assert await knowledge.condition("acne") == acne
+    assert (await knowledge.condition("eczema")).label == "eczema"
+    assert await knowledge.faq("acne") == faq
+    assert await knowledge.condition("psoriasis_lichen_planus") is None
+    assert not knowledge.healthy
+    # Clinics: no stale answer, a clear "unavailable".
+    with pytest.raises(ClinicSearchUnavailable):
+        await knowledge.nearest_clinics(37.56, 126.98)
+
+
+async def test_firestore_stopped_mid_conversation(monkeypatch):
+    with running_emulator() as emulator:
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.host)
+        store = FirestoreStore.from_settings(
+            env={"SKINCARE_FIRESTORE_PROJECT": "resilient", "SKINCARE_FIRESTORE_TIMEOUT": "1.5"}
+        )
+        try:
+            await fill(store)
+
+            async def stop_emulator():
+                emulator.stop()
+
+            await check_outage_behaviour(ResilientKnowledge(store), stop_emulator)
+        finally:
+            await store.close()
+
+
+async def test_sqlite_store_gone(tmp_path):
+    store = SqliteStore(tmp_path / "k.sqlite3")
+    await fill(store)
+
+    # A closed store refuses every call with StoreError, like an unreachable server.
+    await check_outage_behaviour(ResilientKnowledge(store), store.close)
+
+
+async def test_recovers_when_the_store_comes_back(tmp_path):
+    store = SqliteStore(tmp_path / "k.sqlite3")
+    await fill(store)
+    knowledge = ResilientKnowledge(store)
+    await knowledge.warm()
+    original = store.get_condition
+
+    async def failing(label):
+        from knowledge.store import StoreError
+
+        raise StoreError("down")
+
+    store.get_condition = failing
+    await knowledge.condition("acne")
+    assert not knowledge.healthy
+    store.get_condition = original
+    assert (await knowledge.condition("acne")).label == "acne"
+    assert knowledge.healthy
+    await store.close()
