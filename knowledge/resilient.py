@@ -37,9 +37,12 @@ class ResilientKnowledge:
             return
         self._mark_up()
         self._conditions = {condition.label: condition for condition in conditions}
-        self._faq = {None: faq}
+        by_label: dict[str | None, list[FaqEntry]] = {}
         for entry in faq:
-            self._faq.setdefault(entry.label, []).append(entry)
+            by_label.setdefault(entry.label, []).append(entry)
+        # Key None means "all entries", as in `faq(None)`; general entries have label None too.
+        by_label[None] = list(faq)
+        self._faq = by_label
 
     async def condition(self, label: str) -> Condition | None:
         try:

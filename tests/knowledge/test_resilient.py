@@ -16,6 +16,7 @@ async def fill(store) -> None:
     await store.save_condition(make_condition("acne"), 0, "editor")
     await store.save_condition(make_condition("eczema"), 0, "editor")
     await store.save_faq(make_faq("acne-contagious"), 0, "editor")
+    await store.save_faq(make_faq("general-privacy", label=None, topic="privacy"), 0, "editor")
     await store.save_clinic(make_clinic("seoul-jung", 37.564, 126.981), 0, "editor")
 
 
@@ -25,6 +26,8 @@ async def check_outage_behaviour(knowledge: ResilientKnowledge, cut) -> None:
     assert [c.id for c, _ in await knowledge.nearest_clinics(37.56, 126.98)] == ["seoul-jung"]
     acne = await knowledge.condition("acne")
     faq = await knowledge.faq("acne")
+    everything = await knowledge.faq()
+    assert {entry.id for entry in everything} == {"acne-contagious", "general-privacy"}
 
     await cut()
 
@@ -32,6 +35,7 @@ async def check_outage_behaviour(knowledge: ResilientKnowledge, cut) -> None:
     assert await knowledge.condition("acne") == acne
     assert (await knowledge.condition("eczema")).label == "eczema"
     assert await knowledge.faq("acne") == faq
+    assert await knowledge.faq() == everything
     assert await knowledge.condition("psoriasis_lichen_planus") is None
     assert not knowledge.healthy
     # Clinics: no stale answer, a clear "unavailable".
