@@ -41,7 +41,11 @@ class Assistant:
             raise SettingsError(f"{setting}: the {self.settings.store} store: {exc}") from exc
         self.knowledge = ResilientKnowledge(self.store)
         await self.knowledge.warm()
-        log.info("Knowledge store %s ready (%s)", self.settings.store, report)
+        log.info(
+            "Knowledge store %s ready; seed: %s",
+            self.settings.store,
+            report.summary().replace("\n", "; "),
+        )
 
     async def close(self) -> None:
         if self.predictor is not None:
