@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--workers", type=int, default=2)
+    review = commands.add_parser("review", help="Grad-CAM grid of misclassified photos")
+    review.add_argument("--bundle", type=Path, default=None, help="default: the bundled model")
+    review.add_argument("--data", type=Path, required=True)
+    review.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    review.add_argument("--limit", type=int, default=24, help="most photos in the grid")
+    review.add_argument("--out", type=Path, default=Path("review.png"))
     return parser
 
 
@@ -103,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         return train_command(args)
     if args.command == "evaluate":
         return evaluate_command(args)
+    if args.command == "review":
+        return review_command(args)
     return EXIT_USAGE
 
 
@@ -153,6 +161,21 @@ def evaluate_command(args: argparse.Namespace) -> int:
     else:
         print(format_report(evaluation.metrics))
         print(f"  saved: {out_dir / 'metrics.json'}, " + ", ".join(str(p) for p in figures))
+    return EXIT_OK
+
+
+def review_command(args: argparse.Namespace) -> int:
+    from diagnosis.evaluate import evaluate_bundle
+    from diagnosis.review import review_grid
+
+    try:
+        bundle = load_bundle(args.bundle or default_bundle_dir()[0])
+        evaluation = evaluate_bundle(bundle, args.data, args.split)
+    except (BundleError, FileNotFoundError, ValueError) as exc:
+        print(f"Cannot review: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    review_grid(bundle, evaluation, args.data, limit=args.limit).save(args.out)
+    print(f"saved {args.out}")
     return EXIT_OK
 
 

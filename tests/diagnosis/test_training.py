@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from diagnosis.calibration import (
     choose_abstain_threshold,
@@ -183,3 +184,25 @@ def test_evaluate_reports_labels_the_model_lacks(short_run, dataset_dir, tmp_pat
     result = json.loads(capsys.readouterr().out)
     assert result["unknown_labels"] == {"rosacea": 2}
     assert result["count"] == 2
+
+
+def test_review_grid_of_misclassified_photos(short_run, dataset_dir, tmp_path, capsys):
+    out = tmp_path / "review.png"
+    code = main(
+        [
+            "review",
+            "--bundle",
+            str(short_run.bundle_dir),
+            "--data",
+            str(dataset_dir),
+            "--limit",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    with Image.open(out) as grid:
+        # A tiny model is wrong often enough to fill the 4 tiles of one row.
+        assert grid.size == (6 * 224, 224 + 34)
+        assert grid.getextrema() != ((255, 255), (255, 255), (255, 255))  # not blank
