@@ -169,7 +169,8 @@ class PhotoDataset(Dataset):
         self.card = card
         self.label_index = {label: i for i, label in enumerate(card.labels)}
         self.transform = train_transform(card) if train else None
-        self.eraser = WatermarkEraser(0.9 if train else 0.0) if erase_watermark else None
+        # Only training erases the watermark: evaluation sees the photos as they are.
+        self.eraser = WatermarkEraser() if train and erase_watermark else None
 
     def __len__(self) -> int:
         return len(self.samples)

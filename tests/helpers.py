@@ -14,24 +14,13 @@ import torch
 from PIL import Image
 
 from diagnosis.bundle import ModelCard, create_model, save_bundle
+from knowledge.content import MODEL_LABELS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_DIR = REPO_ROOT.parent / "shared" / "datasets" / "skin-photos"
 
-LABELS = [
-    "acne",
-    "atopic_dermatitis",
-    "basal_cell_carcinoma",
-    "benign_keratosis",
-    "eczema",
-    "fungal_infection",
-    "melanocytic_nevus",
-    "melanoma",
-    "other",
-    "psoriasis_lichen_planus",
-    "seborrheic_keratosis_benign_tumor",
-    "viral_infection",
-]
+# The model's labels, from the one list the project keeps of them.
+LABELS = list(MODEL_LABELS)
 
 
 def make_card(**overrides) -> ModelCard:

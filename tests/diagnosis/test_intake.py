@@ -142,4 +142,5 @@ def test_odd_formats_are_refused_as_unsupported(fmt):
 
 
 def test_reasons_are_distinct():
-    assert len({reason.value for reason in RejectReason}) == len(RejectReason)
+    # Two reasons with one value would silently become aliases; __members__ still lists both.
+    assert len(RejectReason.__members__) == len(RejectReason)
