@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from bot.conversation import Conversation, FloodLimit
 from bot.settings import Settings, SettingsError
 from diagnosis.bundle import BundleError, load_bundle
 from diagnosis.predictor import Classifier, Predictor
@@ -26,6 +27,7 @@ class Assistant:
     predictor: Predictor | None  # None: no trained model is installed
     store: KnowledgeStore | None = None  # opened by `open_knowledge` when the server starts
     knowledge: ResilientKnowledge | None = None  # what the conversation reads content through
+    conversation: Conversation | None = None  # ready once the knowledge is open
 
     @property
     def model_version(self) -> str | None:
@@ -41,6 +43,14 @@ class Assistant:
             raise SettingsError(f"{setting}: the {self.settings.store} store: {exc}") from exc
         self.knowledge = ResilientKnowledge(self.store)
         await self.knowledge.warm()
+        self.conversation = Conversation(
+            self.store,
+            self.knowledge,
+            self.predictor,
+            intake=self.settings.intake,
+            quality=self.settings.quality,
+            flood=FloodLimit(self.settings.flood_max_messages, self.settings.flood_window_s),
+        )
         log.info(
             "Knowledge store %s ready; seed: %s",
             self.settings.store,

@@ -34,12 +34,17 @@ class Settings:
     telegram_token: str | None = None
     telegram_base_url: str | None = None
     telegram_base_file_url: str | None = None
+    webhook_url: str | None = None  # set: Telegram POSTs updates to this URL (else polling)
+    webhook_secret: str | None = None  # default: derived from the token
+    user_key_secret: str | None = None  # keys users' pseudonyms; default: the bot token
     store: str = "sqlite"
     db_path: Path = PROJECT_ROOT / "data" / "skincare.sqlite3"
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     log_level: str = "INFO"
     max_batch: int = 16
+    flood_max_messages: int = 20  # per user per flood window; more gets one "slow down"
+    flood_window_s: float = 60.0
     batch_wait_ms: float = 5.0
     intake: IntakeLimits = field(default_factory=IntakeLimits)
     quality: QualityThresholds = field(default_factory=QualityThresholds)
@@ -56,6 +61,9 @@ class Settings:
             telegram_token=reader.text("TELEGRAM_BOT_TOKEN"),
             telegram_base_url=reader.url("TELEGRAM_BASE_URL"),
             telegram_base_file_url=reader.url("TELEGRAM_BASE_FILE_URL"),
+            webhook_url=reader.url("SKINCARE_WEBHOOK_URL"),
+            webhook_secret=reader.text("SKINCARE_WEBHOOK_SECRET"),
+            user_key_secret=reader.text("SKINCARE_USER_KEY_SECRET"),
             store=reader.choice("SKINCARE_STORE", STORES, defaults.store),
             db_path=Path(reader.text("SKINCARE_DB") or defaults.db_path).expanduser(),
             web_host=reader.text("SKINCARE_WEB_HOST") or defaults.web_host,
@@ -64,6 +72,12 @@ class Settings:
                 "SKINCARE_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
             max_batch=reader.integer("SKINCARE_MAX_BATCH", defaults.max_batch, 1, 256),
+            flood_max_messages=reader.integer(
+                "SKINCARE_FLOOD_MAX_MESSAGES", defaults.flood_max_messages, 1, 10_000
+            ),
+            flood_window_s=reader.number(
+                "SKINCARE_FLOOD_WINDOW_S", defaults.flood_window_s, 1, 86_400
+            ),
             batch_wait_ms=reader.number("SKINCARE_BATCH_WAIT_MS", defaults.batch_wait_ms, 0, 1000),
             intake=IntakeLimits(
                 max_bytes=reader.integer(
@@ -93,6 +107,15 @@ class Settings:
             reader.fail("TELEGRAM_BOT_TOKEN", "does not look like a bot token (123456:ABC...)")
         if self.telegram_base_file_url and not self.telegram_base_url:
             reader.fail("TELEGRAM_BASE_FILE_URL", "is set but TELEGRAM_BASE_URL is not")
+        if self.webhook_url and not self.telegram_token:
+            reader.fail("SKINCARE_WEBHOOK_URL", "is set but TELEGRAM_BOT_TOKEN is not")
+        if self.webhook_url and not self.webhook_url.startswith("https://"):
+            # Telegram delivers webhooks over HTTPS only (a self-hosted Bot API server can
+            # use http, hence only when TELEGRAM_BASE_URL is not set).
+            if not self.telegram_base_url:
+                reader.fail("SKINCARE_WEBHOOK_URL", "must be an https:// URL for Telegram")
+        if self.webhook_secret and not re.match(r"^[A-Za-z0-9_-]{1,256}$", self.webhook_secret):
+            reader.fail("SKINCARE_WEBHOOK_SECRET", "may only use A-Z, a-z, 0-9, _ and - (1-256)")
         if self.model_explicit and not self.model_path.is_dir():
             reader.fail("SKINCARE_MODEL", f"{self.model_path} is not a model bundle folder")
 

@@ -103,9 +103,11 @@ class UserState:
 
     user_key: str
     language: str = "en"
+    language_chosen: bool = False  # set with /language: then the platform's locale is ignored
     consent_store_photos: bool = False
     last_result: dict[str, Any] | None = None  # labels and probabilities, never the photo
     recent_messages: list[float] = field(default_factory=list)  # timestamps, for flood limits
+    awaiting: str = ""  # what the next message is expected to be, e.g. "location"
     updated_at: str = ""
 
 

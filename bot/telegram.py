@@ -1,0 +1,345 @@
+"""The Telegram transport: python-telegram-bot handlers that are thin adapters over Conversation.
+
+Each handler turns an update into one Conversation call and sends the replies it gets. What
+Telegram-specific work there is lives here: downloading photos, chat actions while working,
+keyboards, venues, and getting every reply delivered (PTB's AIORateLimiter keeps within
+Telegram's limits and waits out 429 `retry_after`; network errors are retried here).
+Polling by default; with SKINCARE_WEBHOOK_URL the aiohttp server receives updates (bot/web.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    LinkPreviewOptions,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+    Update,
+)
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot.conversation import Chatter, Conversation, Reply, user_key
+from bot.settings import Settings
+from bot.texts import language_for
+
+log = logging.getLogger(__name__)
+
+COMMANDS = ("start", "help", "privacy", "forget", "clinics", "language")
+SEND_ATTEMPTS = 5  # network errors; 429s are waited out by the rate limiter
+CAPTION_LIMIT = 1024
+T = TypeVar("T")
+
+
+def webhook_secret(settings: Settings) -> str:
+    """The secret Telegram sends back in X-Telegram-Bot-Api-Secret-Token.
+
+    Derived from the token unless set, so every replica agrees on it without more settings.
+    """
+    if settings.webhook_secret:
+        return settings.webhook_secret
+    return hashlib.sha256(f"webhook:{settings.telegram_token}".encode()).hexdigest()[:48]
+
+
+def file_url_for(settings: Settings) -> str:
+    """TELEGRAM_BASE_FILE_URL, or the file URL that goes with TELEGRAM_BASE_URL (…/bot ->
+    …/file/bot, as on api.telegram.org)."""
+    if settings.telegram_base_file_url:
+        return settings.telegram_base_file_url
+    base = settings.telegram_base_url.rstrip("/")
+    root, _, last = base.rpartition("/")
+    return f"{root}/file/{last}" if last == "bot" else f"{base}/file/bot"
+
+
+class TelegramTransport:
+    def __init__(self, settings: Settings, conversation: Conversation):
+        self.settings = settings
+        self.conversation = conversation
+        self.user_secret = settings.user_key_secret or settings.telegram_token or ""
+        # One update at a time per chat (a photo's answer before the question that follows it),
+        # many chats at once.
+        self._chat_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        builder = (
+            Application.builder()
+            .token(settings.telegram_token)
+            .rate_limiter(AIORateLimiter(max_retries=SEND_ATTEMPTS))
+            .concurrent_updates(True)
+        )
+        # As PTB takes them: the token is appended, e.g. http://localhost:8081/bot<TOKEN>/getMe.
+        if settings.telegram_base_url:
+            builder = builder.base_url(settings.telegram_base_url)
+            builder = builder.base_file_url(file_url_for(settings))
+        if settings.webhook_url:
+            builder = builder.updater(None)  # updates arrive through bot/web.py
+        self.application = builder.build()
+        self._add_handlers()
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = self.application
+        await _retrying(app.initialize, "initialize")
+        await app.start()
+        if self.settings.webhook_url:
+            await _retrying(
+                lambda: app.bot.set_webhook(
+                    self.settings.webhook_url,
+                    secret_token=webhook_secret(self.settings),
+                    allowed_updates=Update.ALL_TYPES,
+                ),
+                "setWebhook",
+            )
+            log.info("Telegram: webhook mode")
+        else:
+            await app.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+            log.info("Telegram: polling as @%s", app.bot.username)
+
+    async def stop(self) -> None:
+        app = self.application
+        if app.updater is not None and app.updater.running:
+            await app.updater.stop()
+        if app.running:
+            await app.stop()
+        await app.shutdown()
+
+    async def process_webhook_update(self, data: dict[str, Any]) -> None:
+        update = Update.de_json(data, self.application.bot)
+        await self.application.update_queue.put(update)
+
+    # ---- handlers --------------------------------------------------------------------------
+
+    def _add_handlers(self) -> None:
+        app = self.application
+        app.add_handler(CommandHandler(list(COMMANDS), self._on_command))
+        app.add_handler(MessageHandler(filters.COMMAND, self._on_command))
+        app.add_handler(MessageHandler(filters.PHOTO, self._on_photo))
+        app.add_handler(MessageHandler(filters.Document.ALL, self._on_document))
+        app.add_handler(MessageHandler(filters.LOCATION, self._on_location))
+        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._on_text))
+        app.add_handler(CallbackQueryHandler(self._on_button))
+        app.add_handler(MessageHandler(filters.ALL, self._on_other))
+        app.add_error_handler(self._on_error)
+
+    def _chatter(self, update: Update) -> Chatter:
+        user = update.effective_user
+        return Chatter(
+            key=user_key(self.user_secret, "tg", user.id), language_code=user.language_code
+        )
+
+    async def _serve(
+        self,
+        update: Update,
+        work: Callable[[Chatter], Awaitable[list[Reply]]],
+        action: str | None = None,
+    ) -> None:
+        chat_id = update.effective_chat.id
+        lock = self._chat_locks.get(chat_id)
+        if lock is None:
+            lock = self._chat_locks[chat_id] = asyncio.Lock()
+        async with lock:
+            if action is not None:
+                await self._chat_action(chat_id, action)
+            replies = await work(self._chatter(update))
+            await self._send_all(chat_id, replies)
+
+    async def _on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        name = (update.effective_message.text or "/").split()[0]
+        await self._serve(update, lambda chatter: self.conversation.command(chatter, name))
+
+    async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        text = update.effective_message.text
+        await self._serve(update, lambda chatter: self.conversation.text(chatter, text))
+
+    async def _on_location(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        where = update.effective_message.location
+        await self._serve(
+            update,
+            lambda chatter: self.conversation.location(chatter, where.latitude, where.longitude),
+        )
+
+    async def _on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        largest = update.effective_message.photo[-1]
+        await self._photo(update, largest.file_id, largest.file_size)
+
+    async def _on_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        document = update.effective_message.document
+        await self._photo(update, document.file_id, document.file_size)
+
+    async def _photo(self, update: Update, file_id: str, size: int | None) -> None:
+        async def work(chatter: Chatter) -> list[Reply]:
+            if size is not None and size > self.settings.intake.max_bytes:
+                return await self.conversation.refuse(chatter, "file_too_large")
+            data = await self._download(file_id)
+            if data is None:
+                return await self.conversation.refuse(chatter, "file_too_large")
+            return await self.conversation.photo(chatter, data, photo_ref=file_id)
+
+        await self._serve(update, work, action=ChatAction.TYPING)
+
+    async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        try:
+            await query.answer()  # stops the button's spinner; the answer follows as messages
+        except TelegramError as exc:
+            log.info("answerCallbackQuery failed: %s", exc)
+        action = query.data or ""
+        chat_action = ChatAction.UPLOAD_PHOTO if action.startswith("gradcam") else None
+        await self._serve(
+            update,
+            lambda chatter: self.conversation.button(chatter, action, self._download),
+            action=chat_action,
+        )
+
+    async def _on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or update.effective_user is None:
+            return  # edited messages, channel posts, ...: nothing to answer
+        what = next(
+            (
+                kind
+                for kind in ("sticker", "voice", "video", "audio", "contact", "poll")
+                if getattr(message, kind, None)
+            ),
+            "message",
+        )
+        await self._serve(update, lambda chatter: self.conversation.other(chatter, what))
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("error while handling an update", exc_info=context.error)
+        if isinstance(update, Update) and update.effective_chat and update.effective_user:
+            lang = language_for(update.effective_user.language_code)
+            text = self.conversation.texts.word("error_try_again", lang)
+            try:
+                await self.application.bot.send_message(update.effective_chat.id, text)
+            except TelegramError:
+                pass
+
+    # ---- Telegram I/O ------------------------------------------------------------------------
+
+    async def _download(self, file_id: str | None) -> bytes | None:
+        if not file_id:
+            return None
+        try:
+            telegram_file = await _retrying(
+                lambda: self.application.bot.get_file(file_id), "getFile"
+            )
+            if (telegram_file.file_size or 0) > self.settings.intake.max_bytes:
+                return None
+            return bytes(await _retrying(telegram_file.download_as_bytearray, "download"))
+        except TelegramError as exc:  # e.g. "file is too big" from the Bot API
+            log.info("could not download a file: %s", exc)
+            return None
+
+    async def _chat_action(self, chat_id: int, action: str) -> None:
+        try:
+            await self.application.bot.send_chat_action(chat_id, action)
+        except TelegramError as exc:  # a missing "typing..." is not worth failing over
+            log.debug("sendChatAction failed: %s", exc)
+
+    async def _send_all(self, chat_id: int, replies: list[Reply]) -> None:
+        for reply in replies:
+            try:
+                await _retrying(lambda r=reply: self._send(chat_id, r), "send")
+            except Forbidden:
+                log.info("the user blocked the bot; dropping the rest of the replies")
+                return
+
+    async def _send(self, chat_id: int, reply: Reply) -> None:
+        bot = self.application.bot
+        markup = _markup(reply)
+        if reply.venue is not None:
+            venue = reply.venue
+            await bot.send_venue(
+                chat_id,
+                latitude=venue.lat,
+                longitude=venue.lon,
+                title=venue.title[:64] or "Clinic",
+                address=venue.address[:256] or " ",
+            )
+        elif reply.photo is not None:
+            short = len(reply.text) <= CAPTION_LIMIT
+            await bot.send_photo(
+                chat_id,
+                reply.photo,
+                caption=reply.text if short else None,
+                parse_mode=ParseMode.HTML,
+                reply_markup=markup if short else None,
+            )
+            if not short:
+                await self._send_text(chat_id, reply.text, markup)
+        else:
+            await self._send_text(chat_id, reply.text, markup)
+
+    async def _send_text(self, chat_id: int, text: str, markup: Any) -> None:
+        await self.application.bot.send_message(
+            chat_id,
+            text,
+            parse_mode=ParseMode.HTML,
+            reply_markup=markup,
+            link_preview_options=LinkPreviewOptions(is_disabled=True),
+        )
+
+
+def _markup(reply: Reply) -> Any:
+    if reply.buttons:
+        return InlineKeyboardMarkup(
+            [
+                [InlineKeyboardButton(button.text, callback_data=button.action) for button in row]
+                for row in reply.buttons
+            ]
+        )
+    if reply.ask_location:
+        return ReplyKeyboardMarkup(
+            [[KeyboardButton(reply.location_button or "📍", request_location=True)]],
+            resize_keyboard=True,
+            one_time_keyboard=True,
+        )
+    if reply.close_keyboard:
+        return ReplyKeyboardRemove()
+    return None
+
+
+async def _retrying(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """`call()`, again after network errors (with back-off), so that no reply is lost.
+
+    429s normally never reach here (the rate limiter waits them out); one that does is waited
+    out too.
+    """
+    delay = 0.5
+    for attempt in range(1, SEND_ATTEMPTS + 1):
+        try:
+            return await call()
+        except RetryAfter as exc:
+            if attempt == SEND_ATTEMPTS:
+                raise
+            wait = exc.retry_after
+            await asyncio.sleep(wait.total_seconds() if hasattr(wait, "total_seconds") else wait)
+        except BadRequest:
+            raise  # the request itself is wrong: sending it again cannot help
+        except NetworkError as exc:
+            if attempt == SEND_ATTEMPTS:
+                raise
+            log.info("%s: network error (%s), retrying in %.1f s", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 8.0)
+    raise AssertionError("unreachable")
