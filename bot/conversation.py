@@ -25,8 +25,8 @@ from diagnosis.intake import ImageRejected, IntakeLimits
 from diagnosis.predictor import Prediction, Predictor
 from diagnosis.quality import QualityThresholds
 from knowledge.models import Clinic, Condition, FaqEntry, Feedback, Triage, UserState
-from knowledge.resilient import ClinicSearchUnavailable, ResilientKnowledge
 from knowledge.places import find_place
+from knowledge.resilient import ClinicSearchUnavailable, ResilientKnowledge
 from knowledge.retrieval import FaqIndex, question_language
 from knowledge.store import KnowledgeStore, StoreError
 from knowledge.stores import now_iso
