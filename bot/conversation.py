@@ -166,7 +166,8 @@ class Conversation:
                 return []
             return [self._reply("slow_down", state, window_s=int(self.flood.window_s))]
         replies = await respond(state)
-        await self._save(state)
+        if state.user_key:  # empty after /forget: nothing may be written back
+            await self._save(state)
         return [part for reply in replies for part in _split(reply)]
 
     def _reply(self, template: str, state: UserState, **context: Any) -> Reply:
@@ -205,11 +206,7 @@ class Conversation:
             log.warning("forget failed: %s", exc)
             return [self._reply("store_down", state)]
         language = state.language
-        # Keep nothing: the state object is reset and `_handle` saves only the bare flood counter
-        # and language needed to answer the next message in the same language.
-        state.last_result = None
-        state.awaiting = ""
-        state.language_chosen = False
+        state.user_key = ""  # tells `_handle` not to save this state again
         return [Reply(text=self.texts.render("forgotten", language), close_keyboard=True)]
 
     def _language_choice(self, state: UserState) -> Reply:

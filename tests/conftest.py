@@ -7,6 +7,7 @@ real loading, preprocessing, batching and Grad-CAM code, just not a useful class
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,19 @@ async def aiohttp_client_factory():
     yield make
     for client in clients:
         await client.close()
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator_host() -> Iterator[str]:
+    """One Firestore emulator for the whole session; every store gets its own project in it."""
+    from firestore_support import EmulatorMissing, check_installed, running_emulator
+
+    problem = None
+    try:
+        check_installed()
+    except EmulatorMissing as missing:
+        problem = str(missing)
+    if problem:
+        pytest.fail(problem, pytrace=False)  # never a skip: CI must test Firestore
+    with running_emulator() as emulator:
+        yield emulator.host

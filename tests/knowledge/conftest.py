@@ -8,7 +8,7 @@ cleaning it up afterwards). An adapter joins the suite with one line here.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
@@ -27,22 +27,6 @@ async def make_sqlite_store(request: pytest.FixtureRequest) -> AsyncIterator[Kno
         yield store
     finally:
         await store.close()
-
-
-@pytest.fixture(scope="session")
-def firestore_emulator_host() -> Iterator[str]:
-    """One Firestore emulator for the whole session; every store gets its own project in it."""
-    from firestore_support import EmulatorMissing, check_installed, running_emulator
-
-    problem = None
-    try:
-        check_installed()
-    except EmulatorMissing as missing:
-        problem = str(missing)
-    if problem:
-        pytest.fail(problem, pytrace=False)  # never a skip: CI must test Firestore
-    with running_emulator() as emulator:
-        yield emulator.host
 
 
 @asynccontextmanager

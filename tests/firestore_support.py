@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 EMULATOR_DIR = REPO_ROOT / ".emulator"
 EMULATOR_PACKAGE = EMULATOR_DIR / "node_modules" / "@firestore-emulator" / "server"
 LAUNCHER = Path(__file__).with_name("firestore_emulator.mjs")

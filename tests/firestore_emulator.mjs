@@ -1,6 +1,6 @@
 // Starts the @firestore-emulator/server Firestore emulator for the tests, on 127.0.0.1 only.
 //
-//   node tests/knowledge/firestore_emulator.mjs EMULATOR_DIR [PORT]
+//   node tests/firestore_emulator.mjs EMULATOR_DIR [PORT]
 //
 // EMULATOR_DIR is the npm prefix the package was installed into (`.emulator/`, see the
 // Makefile). PORT 0 (the default) lets the OS pick a free port, so parallel runs never race

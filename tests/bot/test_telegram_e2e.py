@@ -1,0 +1,282 @@
+"""End to end: the real python-telegram-bot Application over HTTP against a local Bot API server.
+
+Each test starts the whole assistant (as `python -m bot` does) with TELEGRAM_BASE_URL pointed at
+FakeTelegram, plays a user, and checks what the bot sent: texts, keyboards, photos, venues.
+The bundled model and real photos from the shared dataset are used throughout.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import aiohttp
+import pytest
+from PIL import Image, ImageFilter
+from telegram_support import buttons_of, free_port, replies_after, running_bot, text_of
+
+from bot.conversation import user_key
+from bot.telegram import webhook_secret
+from bot.web import ASSISTANT
+
+from telegram_server import FakeTelegram
+
+ACNE_PHOTO = "acne/dermnet-0121064acd137936.jpg"
+MELANOMA_LAT, MELANOMA_LON = 37.4986, 127.0284  # Gangnam, next to the sample clinics
+
+
+@pytest.fixture
+def acne_photo(dataset_dir: Path) -> bytes:
+    return (dataset_dir / ACNE_PHOTO).read_bytes()
+
+
+@pytest.fixture
+async def tg():
+    async with FakeTelegram() as server:
+        yield server
+
+
+@pytest.fixture
+async def bot(tg, tmp_path):
+    async with running_bot(tg, tmp_path / "db.sqlite3") as running:
+        yield running
+
+
+def chatter_key(bot, user) -> str:
+    return user_key(bot.settings.telegram_token, "tg", user.id)
+
+
+async def result_label(bot, user) -> str:
+    state = await bot.app[ASSISTANT].store.get_user(chatter_key(bot, user))
+    return state.last_result["label"]
+
+
+async def send_photo_and_get_result(tg, user, photo: bytes) -> dict:
+    before = len(tg.messages_to(user.id))
+    tg.send_photo(user, photo)
+    [result] = await replies_after(tg, user, before, 1, timeout=60)
+    return result
+
+
+async def test_start_in_the_users_language(tg, bot):
+    alice = tg.user(first_name="Alice", language_code="en")
+    minsu = tg.user(first_name="민수", language_code="ko")
+    tg.send_command(alice, "/start")
+    tg.send_command(minsu, "/start")
+    [english] = await tg.wait_for_messages(alice.id, 1, timeout=15)
+    [korean] = await tg.wait_for_messages(minsu.id, 1, timeout=15)
+    assert "skin-care assistant" in text_of(english)
+    assert "not a diagnosis" in text_of(english)
+    assert "close" in text_of(english).lower()  # how to take a good photo
+    assert "피부 관리 도우미" in text_of(korean) and "진단이 아닙니다" in text_of(korean)
+    assert not tg.bad_requests and not tg.unknown_calls
+
+
+async def test_a_real_photo_gets_a_result_with_buttons_and_a_heatmap(tg, bot, acne_photo):
+    user = tg.user(language_code="en")
+    mark = tg.mark()
+    result = await send_photo_and_get_result(tg, user, acne_photo)
+    # The user saw "typing..." before the answer.
+    action = await tg.wait_for("sendChatAction", since=mark)
+    answer = await tg.wait_for("sendMessage", since=mark)
+    assert action.time <= answer.time
+    text = text_of(result)
+    assert "Top 3" in text and "%" in text and "not a diagnosis" in text
+    actions = buttons_of(result)
+    assert {a.split(":")[0] for a in actions} == {"gradcam", "care", "clinic", "feedback"}
+
+    # "Where did it look?" downloads the photo again and sends the Grad-CAM heatmap.
+    gradcam = next(a for a in actions if a.startswith("gradcam:"))
+    mark = tg.mark()
+    update = tg.press_button(user, result, gradcam)
+    call = await tg.wait_for("sendPhoto", since=mark, timeout=60)
+    png = call.upload
+    assert png.startswith(b"\x89PNG")
+    assert Image.open(io.BytesIO(png)).size[0] >= 100
+    assert "Where the model looked" in call.params.get("caption", "")
+    assert tg.callback_answer(update) is not None  # the button's spinner was stopped
+
+    # "Care tips" sends the condition's care content, with its sources.
+    mark = tg.mark()
+    tg.press_button(user, result, next(a for a in actions if a.startswith("care:")))
+    await tg.wait_for(
+        lambda c: c.ok and "not a diagnosis" in c.params.get("text", ""), since=mark, timeout=15
+    )
+    care = "\n".join(c.params["text"] for c in tg.calls("sendMessage") if c in tg.sent[mark:])
+    assert "care tips" in care and "Sources" in care and "Red flags" in care
+
+    # "Was this right?" stores feedback and thanks the user.
+    before = len(tg.messages_to(user.id))
+    tg.press_button(user, result, next(a for a in actions if a.startswith("feedback:yes")))
+    [thanks] = await replies_after(tg, user, before, 1, timeout=15)
+    assert "Thank you" in text_of(thanks)
+    [feedback] = await bot.app[ASSISTANT].store.list_feedback()
+    assert feedback.correct is True and feedback.label == await result_label(bot, user)
+    assert not tg.bad_requests and not tg.unknown_calls
+
+
+async def test_a_blurry_photo_gets_retake_advice(tg, bot, acne_photo):
+    user = tg.user(language_code="en")
+    image = Image.open(io.BytesIO(acne_photo)).convert("RGB").filter(ImageFilter.GaussianBlur(6))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    reply = await send_photo_and_get_result(tg, user, buffer.getvalue())
+    text = text_of(reply)
+    assert "blurry" in text and "take it again" in text
+    assert "Top 3" not in text and not buttons_of(reply)
+
+
+async def test_a_non_image_document_is_refused_clearly(tg, bot):
+    user = tg.user(language_code="ko")
+    before = len(tg.messages_to(user.id))
+    tg.send_document(user, b"%PDF-1.4 not a photo", file_name="report.pdf")
+    [reply] = await replies_after(tg, user, before, 1, timeout=15)
+    assert "이미지가 아니에요" in text_of(reply)
+
+
+async def test_an_image_sent_as_a_file_is_analysed(tg, bot, acne_photo):
+    user = tg.user(language_code="en")
+    before = len(tg.messages_to(user.id))
+    tg.send_document(user, acne_photo, file_name="spot.jpg", mime_type="image/jpeg")
+    [reply] = await replies_after(tg, user, before, 1, timeout=60)
+    assert "Top 3" in text_of(reply) or "can't tell" in text_of(reply)
+
+
+async def test_stickers_and_unknown_commands_get_a_helpful_reply(tg, bot):
+    user = tg.user(language_code="en")
+    tg.send_sticker(user)
+    [sticker_reply] = await tg.wait_for_messages(user.id, 1, timeout=15)
+    assert "stickers" in text_of(sticker_reply) and "photo" in text_of(sticker_reply)
+    tg.send_command(user, "/frobnicate")
+    [_, unknown] = await tg.wait_for_messages(user.id, 2, timeout=15)
+    assert "/frobnicate" in text_of(unknown) and "/help" in text_of(unknown)
+
+
+async def test_find_a_clinic_by_location_sends_venues(tg, bot, acne_photo):
+    user = tg.user(language_code="en")
+    result = await send_photo_and_get_result(tg, user, acne_photo)
+    clinic = next(a for a in buttons_of(result) if a.startswith("clinic:"))
+    before = len(tg.messages_to(user.id))
+    tg.press_button(user, result, clinic)
+    [ask] = await replies_after(tg, user, before, 1, timeout=15)
+    keyboard = tg.reply_keyboard(user.id)
+    assert keyboard is not None
+    assert keyboard["keyboard"][0][0].get("request_location") is True
+    assert "location" in text_of(ask)
+
+    mark = tg.mark()
+    tg.send_location(user, MELANOMA_LAT, MELANOMA_LON)
+    await tg.wait_for("sendVenue", since=mark, timeout=15)
+    listing = await tg.wait_for(
+        lambda c: c.ok and c.method == "sendMessage" and "km" in c.params.get("text", ""),
+        since=mark,
+        timeout=15,
+    )
+    assert "Dermatology" in listing.params["text"] and "☎️" in listing.params["text"]
+    venues = [c for c in tg.sent[mark:] if c.method == "sendVenue" and c.ok]
+    assert venues and all(abs(float(c.params["latitude"]) - MELANOMA_LAT) < 0.1 for c in venues)
+
+
+async def test_a_typed_district_finds_clinics_in_korean(tg, bot):
+    user = tg.user(language_code="ko")
+    tg.send_command(user, "/clinics")
+    [ask] = await tg.wait_for_messages(user.id, 1, timeout=15)
+    assert "위치" in text_of(ask)
+    mark = tg.mark()
+    tg.send_text(user, "해운대구")
+    await tg.wait_for("sendVenue", since=mark, timeout=15)
+    listing = next(c for c in tg.sent[mark:] if c.method == "sendMessage")
+    assert "피부과" in listing.params["text"] and "km" in listing.params["text"]
+
+
+async def test_follow_up_questions_in_english_and_korean(tg, bot, acne_photo):
+    user = tg.user(language_code="en")
+    await send_photo_and_get_result(tg, user, acne_photo)
+    before = len(tg.messages_to(user.id))
+    tg.send_text(user, "is it contagious?")
+    [english] = await replies_after(tg, user, before, 1, timeout=15)
+    assert "your last result" in text_of(english) and "contagious" in text_of(english)
+    tg.send_text(user, "스테로이드 연고 써도 되나요?")
+    [korean] = await replies_after(tg, user, before + 1, 1, timeout=15)
+    assert "스테로이드" in text_of(korean) and "마지막 결과" in text_of(korean)
+    tg.send_text(user, "what's the weather tomorrow in Paris?")
+    [nothing] = await replies_after(tg, user, before + 2, 1, timeout=15)
+    assert "don't have an answer" in text_of(nothing)
+
+
+async def test_replies_survive_429_and_network_errors(tg, bot):
+    user = tg.user(language_code="en")
+    tg.fail_next("sendMessage", times=2, error_code=429, retry_after=1)
+    tg.send_command(user, "/help")
+    [reply] = await tg.wait_for_messages(user.id, 1, timeout=20)
+    assert "What I can do" in text_of(reply)
+    failures = [c for c in tg.sent if c.method == "sendMessage" and not c.ok]
+    assert len(failures) == 2  # refused twice, delivered on the third try
+
+    tg.drop_next("sendMessage", times=1)
+    tg.send_command(user, "/privacy")
+    [_, privacy] = await tg.wait_for_messages(user.id, 2, timeout=20)
+    assert "Privacy" in text_of(privacy)
+
+
+async def test_forget_deletes_what_the_bot_keeps(tg, bot, acne_photo):
+    user = tg.user(language_code="en")
+    result = await send_photo_and_get_result(tg, user, acne_photo)
+    before = len(tg.messages_to(user.id))
+    tg.send_command(user, "/forget")
+    [done] = await replies_after(tg, user, before, 1, timeout=15)
+    assert "deleted everything" in text_of(done)
+    assert await bot.app[ASSISTANT].store.get_user(chatter_key(bot, user)) is None
+    tg.press_button(user, result, next(a for a in buttons_of(result) if a.startswith("care:")))
+    [stale] = await replies_after(tg, user, before + 1, 1, timeout=15)
+    assert "older answer" in text_of(stale)
+
+
+async def test_language_command_switches_language(tg, bot):
+    user = tg.user(language_code="en")
+    tg.send_command(user, "/language")
+    [choice] = await tg.wait_for_messages(user.id, 1, timeout=15)
+    tg.press_button(user, choice, "lang:ko")
+    [_, done] = await tg.wait_for_messages(user.id, 2, timeout=15)
+    assert "한국어" in text_of(done)
+    tg.send_command(user, "/help")
+    [*_, help_reply] = await tg.wait_for_messages(user.id, 3, timeout=15)
+    assert "할 수 있는 일" in text_of(help_reply)
+
+
+async def test_webhook_mode_checks_the_secret(tg, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    async with running_bot(tg, tmp_path / "db.sqlite3", port=port, webhook_url=url) as running:
+        assert tg.webhook_info()["url"] == url
+        user = tg.user(language_code="en")
+        update_id = tg.send_command(user, "/start")
+        [welcome] = await tg.wait_for_messages(user.id, 1, timeout=15)
+        assert "skin-care assistant" in text_of(welcome)
+        assert tg.is_consumed(update_id)
+
+        body = {
+            "update_id": 999,
+            "message": {
+                "message_id": 5,
+                "date": 0,
+                "chat": {"id": user.id, "type": "private"},
+                "from": user.to_dict(),
+                "text": "/help",
+                "entities": [{"type": "bot_command", "offset": 0, "length": 5}],
+            },
+        }
+        mark = tg.mark()
+        async with aiohttp.ClientSession() as session:
+            for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
+                async with session.post(url, json=body, headers=headers) as response:
+                    assert response.status == 403
+            secret = webhook_secret(running.settings)
+            headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
+            async with session.post(url, json=body, headers=headers) as response:
+                assert response.status == 200
+        # Only the update with the right secret was processed: exactly one /help answer.
+        call = await tg.wait_for("sendMessage", since=mark, timeout=15)
+        assert "What I can do" in call.params["text"]
+        helps = [c for c in tg.sent[mark:] if c.method == "sendMessage"]
+        assert len(helps) == 1
