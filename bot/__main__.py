@@ -21,18 +21,18 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx logs every Bot API URL at INFO, and those URLs contain the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         assistant = build_assistant(settings)
     except SettingsError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
+    telegram = ""
     if settings.telegram_token:
-        logging.getLogger(__name__).warning(
-            "TELEGRAM_BOT_TOKEN is set, but the Telegram transport is not built yet: "
-            "serving the web chat only."
-        )
+        telegram = " and on Telegram (" + ("webhook" if settings.webhook_url else "polling") + ")"
     print(
-        f"Skin-care assistant on http://{settings.web_host}:{settings.web_port}/ "
+        f"Skin-care assistant on http://{settings.web_host}:{settings.web_port}/{telegram} "
         f"(health: /healthz)",
         flush=True,
     )

@@ -13,13 +13,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 from PIL import Image, ImageFilter
-from telegram_support import buttons_of, free_port, replies_after, running_bot, text_of
 
 from bot.conversation import user_key
 from bot.telegram import webhook_secret
 from bot.web import ASSISTANT
 
 from telegram_server import FakeTelegram
+from telegram_support import buttons_of, free_port, replies_after, running_bot, text_of
 
 ACNE_PHOTO = "acne/dermnet-0121064acd137936.jpg"
 MELANOMA_LAT, MELANOMA_LON = 37.4986, 127.0284  # Gangnam, next to the sample clinics
