@@ -37,6 +37,9 @@ class Settings:
     webhook_url: str | None = None  # set: Telegram POSTs updates to this URL (else polling)
     webhook_secret: str | None = None  # default: derived from the token
     user_key_secret: str | None = None  # keys users' pseudonyms; default: the bot token
+    admin_password_hash: str | None = None  # unset: the admin panel is closed
+    admin_session_secret: str | None = None  # signs admin cookies; default: from the hash
+    admin_telegram_ids: frozenset[int] = frozenset()  # may use /stats, /reload, /feedback
     store: str = "sqlite"
     db_path: Path = PROJECT_ROOT / "data" / "skincare.sqlite3"
     web_host: str = "127.0.0.1"
@@ -64,6 +67,9 @@ class Settings:
             webhook_url=reader.url("SKINCARE_WEBHOOK_URL"),
             webhook_secret=reader.text("SKINCARE_WEBHOOK_SECRET"),
             user_key_secret=reader.text("SKINCARE_USER_KEY_SECRET"),
+            admin_password_hash=reader.text("SKINCARE_ADMIN_PASSWORD_HASH"),
+            admin_session_secret=reader.text("SKINCARE_ADMIN_SESSION_SECRET"),
+            admin_telegram_ids=reader.id_set("SKINCARE_ADMIN_TELEGRAM_IDS"),
             store=reader.choice("SKINCARE_STORE", STORES, defaults.store),
             db_path=Path(reader.text("SKINCARE_DB") or defaults.db_path).expanduser(),
             web_host=reader.text("SKINCARE_WEB_HOST") or defaults.web_host,
@@ -164,6 +170,15 @@ class _Reader:
         if not low <= number <= high:
             self.fail(name, f"must be between {low} and {high}, not {number}")
         return number
+
+    def id_set(self, name: str) -> frozenset[int]:
+        value = self.text(name)
+        if value is None:
+            return frozenset()
+        parts = [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
+        if not all(re.fullmatch(r"-?\d+", part) for part in parts):
+            self.fail(name, f"must be Telegram user ids separated by commas, not {value!r}")
+        return frozenset(int(part) for part in parts)
 
     def url(self, name: str) -> str | None:
         value = self.text(name)
