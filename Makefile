@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 EMULATOR := .emulator/node_modules/@firestore-emulator/server
 EMULATOR_VERSION := 0.3.15
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean browser
 
 # torch and torchvision are pinned and installed first, on their own, so that pip never picks
 # another (multi-GB) torch build while resolving the rest.
@@ -26,7 +26,18 @@ $(EMULATOR):
 run: $(STAMP)
 	$(PY) -m bot
 
-test: $(STAMP) $(EMULATOR)
+# The browser test (tests/bot/test_web_browser.py) drives Debian's chromium through Playwright;
+# fonts-nanum draws Korean, fonts-noto-color-emoji the emoji. Installed once, with apt-get
+# (through sudo when not root), never with `playwright install`.
+BROWSER_PACKAGES := chromium fonts-nanum fonts-noto-color-emoji
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+
+browser:
+	@command -v chromium >/dev/null && fc-list | grep -qi nanum || \
+		{ $(SUDO) apt-get update -q && \
+		  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PACKAGES); }
+
+test: $(STAMP) $(EMULATOR) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
