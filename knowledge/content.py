@@ -12,6 +12,7 @@ store, through the admin tools, and `validate_condition` is the check those edit
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
@@ -215,8 +216,8 @@ def _coordinate(name: str, text: str, bounds: tuple[float, float], problems: lis
     return value
 
 
-def _clinic_from_row(row: dict[str, Any], problems: list[str]) -> Clinic | None:
-    """One CSV row as a Clinic; appends what is wrong with it to `problems`."""
+def clinic_from_row(row: dict[str, Any], problems: list[str]) -> Clinic | None:
+    """One CSV row (or admin form) as a Clinic; appends what is wrong with it to `problems`."""
     if None in row:
         problems.append(f"{len(row[None])} more field(s) than the header has")
     missing = [column for column in CLINIC_COLUMNS if not (row.get(column) or "").strip()]
@@ -263,7 +264,13 @@ def _clinic_from_row(row: dict[str, Any], problems: list[str]) -> Clinic | None:
 def load_clinics_csv(path: Path = CLINICS_CSV) -> list[Clinic]:
     """Every clinic in the CSV, in file order; `ContentError` listing every bad row (by line)."""
     path = Path(path)
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    return parse_clinics_csv(path.read_text(encoding="utf-8-sig"), path)
+
+
+def parse_clinics_csv(text: str, source: str | Path = "upload") -> list[Clinic]:
+    """`load_clinics_csv` for CSV text (an admin's upload); errors name `source`."""
+    path = source
+    with io.StringIO(text.lstrip("\ufeff"), newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         missing_columns = [column for column in CLINIC_COLUMNS if column not in header]
@@ -277,7 +284,7 @@ def load_clinics_csv(path: Path = CLINICS_CSV) -> list[Clinic]:
             newlines = sum(value.count("\n") for value in row.values() if isinstance(value, str))
             line = reader.line_num - newlines
             row_problems: list[str] = []
-            clinic = _clinic_from_row(row, row_problems)
+            clinic = clinic_from_row(row, row_problems)
             clinic_id = (row.get("id") or "").strip()
             if clinic_id:
                 if clinic_id in first_line:

@@ -60,7 +60,7 @@ def _short_city(word: str) -> str:
 
 
 def _english_forms(name: str) -> set[tuple[str, ...]]:
-    """"Gangnam-gu" -> {("gangnam", "gu"), ("gangnamgu",)}; "Suwon" -> {("suwon",)}."""
+    """ "Gangnam-gu" -> {("gangnam", "gu"), ("gangnamgu",)}; "Suwon" -> {("suwon",)}."""
     words = tuple(_LATIN_WORD.findall(name.lower()))
     return {words, ("".join(words),)} if words else set()
 
@@ -78,14 +78,15 @@ class _Gazetteer:
     def __init__(self, clinics: Sequence[Clinic]):
         self.cities: dict[str, _Area] = {}
         self.districts: dict[tuple[str, str], _Area] = {}
-        city_ko: dict[str, str] = {}
+        district_ko: dict[tuple[str, str], str] = {}  # ("Seoul", "Gangnam-gu") -> "강남구"
         for clinic in clinics:
             ko_city, ko_district = _korean_city_and_district(clinic.address.get("ko", ""))
-            city_ko.setdefault(clinic.city, ko_city)
             city = self.cities.setdefault(clinic.city, _Area(clinic.city, ko_city, []))
             city.clinics.append(clinic)
             if clinic.district:
                 key = (clinic.city, clinic.district)
+                if ko_district:
+                    district_ko.setdefault(key, ko_district)
                 name_en = f"{clinic.district}, {clinic.city}"
                 name_ko = f"{ko_city} {ko_district}".strip()
                 self.districts.setdefault(key, _Area(name_en, name_ko, [])).clinics.append(clinic)
@@ -96,16 +97,15 @@ class _Gazetteer:
         self.ko_forms: dict[str, set] = {}
         short_en: dict[tuple[str, ...], set] = {}
         short_ko: dict[str, set] = {}
-        for key, area in self.districts.items():
+        for key in self.districts:
             district_en = key[1]
             for form in _english_forms(district_en):
                 self.en_forms.setdefault(form, set()).add(key)
             short = _without_suffix(district_en.lower(), ("-gu", " gu", "gu"))
             short_en.setdefault(tuple(_LATIN_WORD.findall(short)), set()).add(key)
-            district_ko = area.name_ko.split()[-1] if area.name_ko else ""
-            if district_ko:
-                self.ko_forms.setdefault(district_ko, set()).add(key)
-                short_ko.setdefault(district_ko.removesuffix("구"), set()).add(key)
+            if key in district_ko:
+                self.ko_forms.setdefault(district_ko[key], set()).add(key)
+                short_ko.setdefault(district_ko[key].removesuffix("구"), set()).add(key)
         for form, keys in short_en.items():
             if len(keys) == 1 and form and len("".join(form)) >= 3:
                 self.en_forms.setdefault(form, set()).update(keys)

@@ -1,16 +1,19 @@
 """Answer a chat follow-up question from the FAQ, in Korean or English, with plain TF-IDF.
 
 The FAQ is small (about 160 entries, a handful of phrasings each), so a lexical index built in
-memory is enough and needs no model, service or dependency. Each entry is scored by cosine
-similarity between the question and (a) its best-matching phrasing, (b) all its phrasings
-together, so a paraphrase that borrows words from two phrasings still matches, and (c) its
-answer, with a low weight because answers are long and wordy.
+memory is enough and needs no model, service or dependency.
 
+- Condition names ("acne", "여드름", "athlete's foot") are found first: they decide which
+  entries are candidates (below), then they are taken out of the text, so that what is left
+  is the question itself ("is ... contagious?") and matches it under any condition.
 - English: lowercase words, a tiny suffix-stripping stemmer, stopwords dropped, and a short
   synonym table that maps everyday words onto the FAQ's words ("kid" -> "child").
-- Korean: spacing and verb endings vary too much for words ("전염되나요", "전염돼요", "옮나요"),
-  so each word loses its common ending or particle and is cut into character bigrams and
-  trigrams; a stem of one syllable ("옮") is kept whole.
+- Korean: spacing and verb endings vary too much for whole words ("전염되나요", "전염돼요",
+  "옮나요"), so each word loses its endings and particles and is cut into character bigrams
+  and trigrams plus a "loose stem" that survives conjugation (see `_korean_features`).
+- An entry's score mixes TF-IDF cosines with its own phrasings, with its topic as every
+  condition asks it (most of the weight: twelve conditions' "is it contagious?" phrasings are
+  twelve times the paraphrases), and with its answer.
 
 Scoping: the conversation knows the condition of the user's last result. Entries about it and
 general entries are the candidates; a condition the question names outright joins them and is
@@ -22,27 +25,33 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from knowledge.models import Condition, FaqEntry
 
 # Below this score the best entry is not a confident match and `search` returns nothing. Chosen
-# on the held-out questions in tests/knowledge/test_retrieval.py: paraphrases there score 0.3
-# and more, while off-topic questions ("what's the weather tomorrow") score under 0.15.
-MIN_SCORE = 0.22
+# on a tuning set apart from the tests' held-out questions: off-topic questions ("what's the
+# weather tomorrow", "지금 몇 시예요?") score under 0.19, except those that share the FAQ's one
+# key word ("recommend a good movie": 0.23, general-medicines); most paraphrases score 0.25+.
+MIN_SCORE = 0.2
 
-# Weights of the three similarities (they add up to 1, so a score stays within 0..1).
-WEIGHT_BEST_PHRASING = 0.55
-WEIGHT_ALL_PHRASINGS = 0.3
-WEIGHT_ANSWER = 0.15
+# Weights of the four cosine similarities between the question and an entry (they add up to 1,
+# so a score stays within 0..1): its best phrasing, the best phrasing of its topic under any
+# condition, its topic's centroid, and its answer. Chosen by leaving each FAQ phrasing out in
+# turn and asking it (the topic centroid carries most of the evidence; see `_LanguageIndex`).
+WEIGHT_PHRASING = 0.1
+WEIGHT_TOPIC_PHRASING = 0.1
+WEIGHT_TOPIC = 0.6
+WEIGHT_ANSWER = 0.2
 
 # Entries of a condition the question does not name, when it names another one: a user who got
 # "acne" and asks "is melanoma contagious?" means melanoma. General entries are not lowered.
 UNNAMED_CONDITION_FACTOR = 0.7
-# With no result and no condition named, condition-specific entries rank just below general
-# entries that match as well ("general entries come first on ties").
-NO_CONTEXT_FACTOR = 0.97
+# With no result and no condition named, a condition's entry answers for a condition the user
+# may not have: it can still match ("is it contagious?" has no general answer), but a general
+# entry that matches about as well comes first.
+NO_CONTEXT_FACTOR = 0.8
 
 # Labels whose "name" is not something a user types ("Another skin condition").
 _UNNAMEABLE_LABELS = frozenset({"other"})
@@ -52,7 +61,7 @@ CONDITION_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
     "acne": {"en": ("pimple", "zit", "breakout", "blackhead"), "ko": ("여드름", "뾰루지")},
     "atopic_dermatitis": {"en": ("atopic eczema", "atopy"), "ko": ("아토피",)},
     "basal_cell_carcinoma": {"en": ("bcc", "skin cancer"), "ko": ("기저세포암", "피부암")},
-    "benign_keratosis": {"en": ("sun spot", "age spot", "sunspot"), "ko": ("일광흑자",)},
+    "benign_keratosis": {"en": ("sun spot", "age spot", "sunspot"), "ko": ("일광 흑자",)},
     "eczema": {"en": ("eczema", "dermatitis"), "ko": ("습진",)},
     "fungal_infection": {
         "en": ("athlete's foot", "ringworm", "fungus", "fungal", "jock itch", "tinea"),
@@ -62,7 +71,7 @@ CONDITION_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
     "melanoma": {"en": ("melanoma", "skin cancer"), "ko": ("흑색종", "피부암")},
     "psoriasis_lichen_planus": {"en": ("psoriasis", "lichen planus"), "ko": ("건선", "편평태선")},
     "seborrheic_keratosis_benign_tumor": {
-        "en": ("seborrheic keratosis", "seborrhoeic keratosis", "dermatofibroma"),
+        "en": ("seborrhoeic keratosis", "benign growth", "benign tumour", "dermatofibroma"),
         "ko": ("검버섯", "지루각화증", "피부섬유종"),
     },
     "viral_infection": {
@@ -107,7 +116,6 @@ _EN_SYNONYMS_RAW = {
     "pic": "picture",
     "image": "picture",
     "marks": "scar",
-    "itchy": "itch",
     "scratch": "itch",
     "heal": "better",
     "clear": "better",
@@ -129,7 +137,22 @@ _EN_SYNONYMS_RAW = {
     "serious": "dangerous",
     "erase": "delete",
     "hereditary": "genetic",
+    "operation": "surgery",
+    "return": "recur",
     "inherit": "genetic",
+}
+
+
+# Phrases that mean one word the FAQ uses.
+_EN_PHRASES = {
+    "private parts": "genitals",
+    "private part": "genitals",
+    "private area": "genitals",
+    "intimate area": "genitals",
+    "come back": "recur",
+    "comes back": "recur",
+    "coming back": "recur",
+    "came back": "recur",
 }
 
 
@@ -141,25 +164,29 @@ def _stem_synonyms(raw: dict[str, str]) -> dict[str, str]:
 # share the stem "전염". Only endings that are not also the end of a common noun are listed.
 _KO_ENDINGS = tuple(
     sorted(
-        """되나요 되나 됐어요 돼요 되요 될까요 되는지 됩니까 나요 인가요 일까요 할까요 을까요 까요
-        해야 하나요 해요 했어요 하는데 하면 하고 하죠 할 해도 돼도 되도 되면 하는 한 했는데
+        """되나요 되나 되었어요 되요 될까요 되는지 됩니까 나요 인가요 일까요 할까요 을까요 까요
+        해야 하나요 해요 했어요 하는데 하면 하고 하죠 해도 되도 되면 하는 했는데 했더니
         어요 아요 에요 예요 이에요 세요 주세요 줘요 줘 죠 요 습니까 니까 는데 은데 인데
-        으면 면 어도 아도 도 에서 에게 한테 께 으로 로 랑 이랑 하고 처럼 까지 부터 만
-        은 는 이 가 을 를 에 의 와 과""".split(),
+        으면 면 어도 아도 도 에서 에게 한테 께 으로 로 랑 이랑 하고 처럼 까지 부터 만 마다
+        어서 아서 해서 워서 지만 은 는 이 가 을 를 에 의 와 과 할 한""".split(),
         key=len,
         reverse=True,
     )
 )
-
+# Words that are all ending ("하나요", "돼요") say nothing about the topic.
 _KO_ENDINGS_SET = frozenset(_KO_ENDINGS) | {"하", "되", "해", "하나", "할까", "되어요"}
 
-# One-syllable particles: "점이" may be the noun "점" plus "이".
-_KO_PARTICLES = frozenset("은는이가을를에도의와과")
+# Words that wrap a question without telling its topic: "혹시 이거 ... 알려 주세요".
+_KO_STOPWORDS = frozenset(
+    """이거 이게 그거 그게 저거 혹시 좀 제가 저 제 내 나 저는 나는 알려 가르쳐 궁금 정말 진짜
+    너무 그냥 수 있 거 것 게 건 때 더 안 못 잘""".split()
+)
 
 _KO_SYNONYMS = {
     # "옮다" and "전염" are the same question; so are "피부과" and "병원".
     "옮": "전염",
     "옮기": "전염",
+    "옮겨": "전염",
     "옮아": "전염",
     "옮을": "전염",
     "피부과": "병원",
@@ -167,6 +194,9 @@ _KO_SYNONYMS = {
     "진료": "병원",
     "아기": "아이",
     "애기": "아이",
+    "애": "아이",
+    "애들": "아이",
+    "아이들": "아이",
     "자녀": "아이",
     "아들": "아이",
     "딸": "아이",
@@ -175,10 +205,14 @@ _KO_SYNONYMS = {
     "햇살": "햇빛",
     "자외선": "햇빛",
     "크림": "연고",
-    "재발": "다시",
-    "또": "다시",
-    "자꾸": "다시",
+    "의미": "뜻",
+    "뭘": "뭐",
+    "뭔": "뭐",
+    "무엇": "뭐",
 }
+
+# The first consonant of each Hangul syllable, for the "loose stem" below.
+_INITIALS = "ㄱㄲㄴㄷㄸㄹㅁㅂㅃㅅㅆㅇㅈㅉㅊㅋㅌㅍㅎ"
 
 
 @dataclass(frozen=True)
@@ -188,7 +222,7 @@ class FaqMatch:
 
 
 def question_language(text: str) -> str:
-    """"ko" when the text has any Hangul, else "en"."""
+    """ "ko" when the text has any Hangul, else "en"."""
     return "ko" if _HANGUL_ANY.search(text) else "en"
 
 
@@ -217,10 +251,14 @@ def _stem(word: str) -> str:
 
 
 def _english_words(text: str) -> list[str]:
-    """Lowercase words, "athlete's" -> "athlete", "isn't" -> "is not"."""
+    """Lowercase words, "athlete's" -> "athlete", "isn't" -> "is not"; no small numbers (a
+    "2" in "after 2 weeks" says nothing about the topic, "119" does)."""
     text = text.lower().replace("\u2019", "'")
-    text = re.sub(r"'s\b", "", text).replace("n't", " not")
-    return _WORD.findall(text)
+    text = re.sub(r"'s\b", "", text).replace("won't", "will not").replace("can't", "can not")
+    text = text.replace("n't", " not")
+    for phrase, word in _EN_PHRASES.items():
+        text = text.replace(phrase, word)
+    return [word for word in _WORD.findall(text) if not (word.isdigit() and len(word) < 3)]
 
 
 _EN_SYNONYMS = _stem_synonyms(_EN_SYNONYMS_RAW)
@@ -241,41 +279,71 @@ def _korean_stem(word: str) -> str:
     while changed:
         changed = False
         for ending in _KO_ENDINGS:
-            if word.endswith(ending) and len(word) - len(ending) >= 1:
-                # One-syllable endings only come off longer words: "아이" keeps its "이".
-                if len(ending) == 1 and len(word) < 3:
-                    continue
+            # One-syllable endings only come off longer words: "아이" keeps its "이".
+            if word.endswith(ending) and len(word) - len(ending) >= (2 if len(ending) == 1 else 1):
                 word = word[: -len(ending)]
                 changed = True
                 break
     return word
 
 
-def _korean_terms(text: str) -> list[str]:
-    terms: list[str] = []
+def _korean_features(stem: str) -> list[str]:
+    """Character bigrams and trigrams of a stem, and its "loose stem"."""
+    if len(stem) == 1:
+        return [stem]
+    if len(stem) == 2 and stem[1] in _KO_ENDINGS_SET:
+        return [stem, stem[0]]  # "짜면", "점이": maybe "짜" / "점" and an ending
+    features = [stem[i : i + size] for size in (2, 3) for i in range(len(stem) - size + 1)]
+    # Conjugation changes the last syllable ("생기다": 생겨, 생길, 생겼; "가렵다": 가려워), rarely
+    # its first consonant: all but the last syllable plus that consonant matches them all.
+    last = ord(stem[-1]) - 0xAC00
+    features.append(stem[:-1] + _INITIALS[last // 588])
+    return features
+
+
+def _korean_terms(text: str) -> dict[str, float]:
+    # Each word counts once in all (unit norm over its features), so that a long word
+    # ("스테로이드", 8 features) does not outweigh the short words that carry the question.
+    weights: dict[str, float] = {}
     for word in _HANGUL.findall(text):
         stem = _korean_stem(word)
         stem = _KO_SYNONYMS.get(stem, stem)
-        if not stem:
+        if not stem or stem in _KO_STOPWORDS:
             continue
-        if len(stem) == 1:
-            terms.append(stem)
-            continue
-        if len(stem) == 2 and stem[1] in _KO_PARTICLES:
-            terms.append(stem[0])  # "점이" may be "점" + particle; "아이" costs a stray "아"
-        for size in (2, 3):
-            terms.extend(stem[i : i + size] for i in range(len(stem) - size + 1))
+        features = _korean_features(stem)
+        for feature in features:
+            weights[feature] = weights.get(feature, 0.0) + 1 / math.sqrt(len(features))
     # Latin words in a Korean question ("AI", "ABCDE", "119") count too.
-    terms.extend(_english_terms(_HANGUL.sub(" ", text)))
-    return terms
+    for term in _english_terms(_HANGUL.sub(" ", text)):
+        weights[term] = weights.get(term, 0.0) + 1
+    return weights
 
 
-def terms(text: str, language: str) -> list[str]:
-    """The index terms of `text` in `language` ("ko" or "en")."""
-    return _korean_terms(text) if language == "ko" else _english_terms(text)
+def terms(text: str, language: str) -> dict[str, float]:
+    """The index terms of `text` in `language` ("ko" or "en"), with their weights."""
+    if language == "ko":
+        return _korean_terms(text)
+    return dict(Counter(_english_terms(text)))
 
 
 Vector = dict[str, float]
+
+
+def _normalised(vector: dict[str, float]) -> Vector:
+    norm = math.sqrt(sum(w * w for w in vector.values()))
+    return {term: w / norm for term, w in vector.items()} if norm else {}
+
+
+def _sum(vectors: Iterable[Vector]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for vector in vectors:
+        for term, weight in vector.items():
+            total[term] = total.get(term, 0.0) + weight
+    return total
+
+
+def _best_cosine(query: Vector, vectors: Iterable[Vector]) -> float:
+    return max((_cosine(query, vector) for vector in vectors), default=0.0)
 
 
 def _cosine(a: Vector, b: Vector) -> float:
@@ -285,64 +353,129 @@ def _cosine(a: Vector, b: Vector) -> float:
 
 
 class _LanguageIndex:
-    """TF-IDF vectors of every entry's phrasings, all phrasings together, and answer."""
+    """TF-IDF vectors, in one language, of every entry's phrasings and answer, and of topics."""
 
-    def __init__(self, entries: Sequence[FaqEntry], language: str):
+    def __init__(self, entries: Sequence[FaqEntry], language: str, prepare: Callable[[str], str]):
         self.language = language
+        self.prepare = prepare
         phrasings = [
-            [terms(text, language) for text in entry.questions.get(language) or []]
-            for entry in entries
+            [self._terms(text) for text in entry.questions.get(language) or []] for entry in entries
         ]
-        answers = [terms(entry.answer.get(language) or "", language) for entry in entries]
+        answers = [self._terms(entry.answer.get(language) or "") for entry in entries]
         # IDF over phrasings and answers alike, so answer-only words still get a weight.
         documents = [doc for docs in phrasings for doc in docs] + answers
         frequency = Counter(term for doc in documents for term in set(doc))
         self.idf = {term: math.log(1 + len(documents) / n) for term, n in frequency.items()}
         self.max_idf = math.log(1 + len(documents))
         self.best = [[self._vector(doc) for doc in docs] for docs in phrasings]
-        self.all = [self._vector([t for doc in docs for t in doc]) for docs in phrasings]
         self.answer = [self._vector(doc) for doc in answers]
-
-    def _vector(self, doc: Iterable[str]) -> Vector:
-        counts = Counter(doc)
-        vector = {
-            term: (1 + math.log(n)) * self.idf.get(term, self.max_idf) for term, n in counts.items()
+        # Every condition asks the same questions ("is it contagious?"), and with the condition
+        # names taken out their phrasings are interchangeable: an entry also matches what its
+        # topic is asked under every other condition, which multiplies the paraphrases. The
+        # topic's centroid rewards the words its phrasings share ("catch", "contagious") over
+        # a word that one phrasing happens to use ("cat").
+        self.topic = [entry.topic for entry in entries]
+        self.topic_phrasings: dict[str, list[Vector]] = {}
+        for entry, vectors in zip(entries, self.best, strict=True):
+            self.topic_phrasings.setdefault(entry.topic, []).extend(vectors)
+        self.topic_centroid = {
+            topic: _normalised(_sum(vectors)) for topic, vectors in self.topic_phrasings.items()
         }
-        norm = math.sqrt(sum(w * w for w in vector.values()))
-        return {term: w / norm for term, w in vector.items()} if norm else {}
+
+    def _vector(self, weights: dict[str, float]) -> Vector:
+        # Sublinear term frequency: a word said three times is not three times the evidence.
+        vector = {
+            term: (1 + math.log(w) if w > 1 else w) * self.idf.get(term, self.max_idf)
+            for term, w in weights.items()
+        }
+        return _normalised(vector)
 
     def query(self, text: str) -> Vector:
         # Words the FAQ never uses carry no evidence for any entry, but they do show the
         # question is about something else: they stay in the norm with the highest weight.
-        return self._vector(terms(text, self.language))
+        return self._vector(self._terms(text))
+
+    def _terms(self, text: str) -> dict[str, float]:
+        return terms(self.prepare(text), self.language)
 
     def score(self, position: int, query: Vector) -> float:
-        best = max((_cosine(query, v) for v in self.best[position]), default=0.0)
+        topic = self.topic[position]
         return (
-            WEIGHT_BEST_PHRASING * best
-            + WEIGHT_ALL_PHRASINGS * _cosine(query, self.all[position])
+            WEIGHT_PHRASING * _best_cosine(query, self.best[position])
+            + WEIGHT_TOPIC_PHRASING * _best_cosine(query, self.topic_phrasings[topic])
+            + WEIGHT_TOPIC * _cosine(query, self.topic_centroid[topic])
             + WEIGHT_ANSWER * _cosine(query, self.answer[position])
         )
 
 
-def _condition_names(
-    conditions: Iterable[Condition],
-) -> dict[str, dict[str, list[str]]]:
-    """label -> language -> names, from the documents ("Fungal skin infection (ringworm, ...)"
-    gives every part) plus `CONDITION_SYNONYMS`."""
-    names: dict[str, dict[str, list[str]]] = {}
+def _condition_names(conditions: Iterable[Condition]) -> dict[tuple[str, str], set[str]]:
+    """(language, name) -> labels, from the documents ("Fungal skin infection (ringworm, ...)"
+    gives every part) plus `CONDITION_SYNONYMS`; "skin cancer" names two labels."""
+    names: dict[tuple[str, str], set[str]] = {}
     for condition in conditions:
         if condition.label in _UNNAMEABLE_LABELS:
             continue
         for language in ("en", "ko"):
-            text = condition.names.get(language) or ""
-            parts = re.split(r"\(|\)|,|·| or | 또는 ", text)
-            found = names.setdefault(condition.label, {}).setdefault(language, [])
-            found.extend(p.strip() for p in parts if p.strip() and not p.strip().startswith("기타"))
+            for part in re.split(r"[(),·]| or | 또는 ", condition.names.get(language) or ""):
+                part = part.strip().lower()
+                if part and not part.startswith(("other ", "기타")):
+                    names.setdefault((language, part), set()).add(condition.label)
     for label, by_language in CONDITION_SYNONYMS.items():
         for language, synonyms in by_language.items():
-            names.setdefault(label, {}).setdefault(language, []).extend(synonyms)
+            for name in synonyms:
+                names.setdefault((language, name), set()).add(label)
     return names
+
+
+def _name_pattern(language: str, name: str) -> re.Pattern[str]:
+    if language == "en":
+        # "wart" finds "warts", "athlete's foot" finds "athletes foot", "lichen-planus" too.
+        words = [
+            re.escape(
+                word.removesuffix("'s").removesuffix("s")
+                if len(word) > 3 and not word.endswith(("ss", "us", "is"))
+                else word
+            )
+            for word in name.split()
+        ]
+        return re.compile(r"\b" + r"[\s-]+".join(w + r"(?:'?s|es)?" for w in words) + r"\b", re.I)
+    if len(name) == 1:
+        # "점" (mole) is inside many words ("반점", "점점"): only a word of its own, maybe with a
+        # particle ("점이"), counts.
+        return re.compile(
+            rf"(?<![가-힣]){name}(?=(?:[은는이가을를에도의와과]|이나|이랑)?(?![가-힣]))"
+        )
+    # Korean spacing varies: "일광 흑자" and "일광흑자" are the same name.
+    return re.compile(r"\s*".join(re.escape(char) for char in name.replace(" ", "")))
+
+
+class _Names:
+    """Finds condition names in a text: to tell which conditions a question is about, and to
+    take them out before matching its topic (the scope already accounts for the condition)."""
+
+    def __init__(self, conditions: Iterable[Condition]):
+        names = _condition_names(conditions)
+        # Longest first, so "atopic eczema" is found before "eczema" claims its last word.
+        self.patterns = [
+            (_name_pattern(language, name), sorted(labels))
+            for (language, name), labels in sorted(names.items(), key=lambda i: -len(i[0][1]))
+        ]
+
+    def find(self, text: str) -> list[tuple[int, int, list[str]]]:
+        """(start, end, labels) of every name in `text`, in order, none overlapping."""
+        text = text.replace("\u2019", "'")
+        found: list[tuple[int, int, list[str]]] = []
+        for pattern, labels in self.patterns:
+            for match in pattern.finditer(text):
+                start, end = match.span()
+                if all(end <= s or start >= e for s, e, _ in found):
+                    found.append((start, end, labels))
+        return sorted(found)
+
+    def without_names(self, text: str) -> str:
+        for start, end, _ in reversed(self.find(text)):
+            text = text[:start] + " " + text[end:]
+        return text
 
 
 class FaqIndex:
@@ -350,74 +483,26 @@ class FaqIndex:
 
     def __init__(self, entries: list[FaqEntry], conditions: Sequence[Condition] = ()):
         self.entries = list(entries)
-        self._indexes = {language: _LanguageIndex(self.entries, language) for language in ("en", "ko")}
-        # English names as stemmed word sequences, Korean names without spaces, each with the
-        # labels it names ("skin cancer": two); longest first, so "atopic eczema" is found
-        # before "eczema" claims its last word.
-        en_names: dict[tuple[str, ...], list[str]] = {}
-        ko_names: dict[str, list[str]] = {}
-        for label, by_language in _condition_names(conditions).items():
-            for name in by_language.get("en", []):
-                words = tuple(_stem(word) for word in _english_words(name))
-                if words and label not in en_names.setdefault(words, []):
-                    en_names[words].append(label)
-            for name in by_language.get("ko", []):
-                compact = "".join(name.split())
-                if compact and label not in ko_names.setdefault(compact, []):
-                    ko_names[compact].append(label)
-        self._en_names = sorted(en_names.items(), key=lambda item: -len(item[0]))
-        self._ko_names = sorted(ko_names.items(), key=lambda item: -len(item[0]))
+        self._names = _Names(conditions)
+        self._indexes = {
+            language: _LanguageIndex(self.entries, language, self._names.without_names)
+            for language in ("en", "ko")
+        }
 
     def mentioned_labels(self, question: str) -> list[str]:
         """Condition labels the question names, in the order it names them."""
-        found: list[tuple[int, str]] = []
-        words = [_stem(word) for word in _english_words(question)]
-        taken = [False] * len(words)
-        for name, labels in self._en_names:
-            for start in range(len(words) - len(name) + 1):
-                span = range(start, start + len(name))
-                if tuple(words[start : start + len(name)]) == name and not any(
-                    taken[i] for i in span
-                ):
-                    for i in span:
-                        taken[i] = True
-                    found.extend((start, label) for label in labels)
-        # Korean after English: a question rarely mixes them, and the order in each is kept.
-        found.extend((len(words) + at, label) for at, label in self._korean_mentions(question))
         mentioned: list[str] = []
-        for _, label in sorted(found):
-            if label not in mentioned:
-                mentioned.append(label)
+        for _, _, labels in self._names.find(question):
+            mentioned.extend(label for label in labels if label not in mentioned)
         return mentioned
-
-    def _korean_mentions(self, question: str) -> list[tuple[int, str]]:
-        text = "".join(question.split())
-        taken = [False] * len(text)
-        found: list[tuple[int, str]] = []
-        words = _HANGUL.findall(question)
-        for name, labels in self._ko_names:
-            if len(name) == 1:
-                # "점" (mole) is inside many words ("반점", "점점"): only the word itself, or
-                # the word and a particle ("점이"), counts.
-                if any(w == name or (w[:1] == name and w[1:] in _KO_ENDINGS_SET) for w in words):
-                    found.extend((text.find(name), label) for label in labels)
-                continue
-            start = text.find(name)
-            while start >= 0:
-                span = range(start, start + len(name))
-                if not any(taken[i] for i in span):
-                    for i in span:
-                        taken[i] = True
-                    found.extend((start, label) for label in labels)
-                start = text.find(name, start + 1)
-        return found
 
     def search(
         self, question: str, language: str, label: str | None, limit: int = 3
     ) -> list[FaqMatch]:
         """The entries that best answer `question`, best first; [] when none is confident.
 
-        `label` is the condition of the user's last result, or None when there is none.
+        `language` is the question's (`question_language`); `label` is the condition of the
+        user's last result, or None when there is none.
         """
         index = self._indexes.get(language) or self._indexes[question_language(question)]
         query = index.query(question)

@@ -1,0 +1,368 @@
+"""Every chat template, in both languages, rendered with realistic contexts and checked as a user
+(and Telegram's HTML parser) would read it."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+
+import pytest
+from jinja2 import nodes
+from markupsafe import escape
+
+from bot.conversation import _localised, _percent
+from bot.texts import LANGUAGES, Texts, split_message
+from diagnosis.intake import RejectReason
+from diagnosis.quality import QualityIssue
+from knowledge.content import MODEL_LABELS, load_conditions
+from knowledge.models import Triage
+
+LEVELS = ("urgent", "self_care", "see_doctor", "abstain")
+HIDDEN = {"_common", "words"}  # imported by the others, never rendered on their own
+
+DISCLAIMER = {"en": "This is not a diagnosis", "ko": "이 결과는 진단이 아닙니다"}
+SELF_CARE_HEADING = {"en": "First-line care", "ko": "기본 관리 방법"}
+CANT_TELL = {"en": "I can't tell confidently", "ko": "자신 있게 말하기 어려워요"}
+SEE_DERMATOLOGIST = {"en": "see a dermatologist", "ko": "피부과 전문의"}
+# English sentences of the templates that must never leak into a Korean reply.
+ENGLISH_PHRASES = (
+    "This is not a diagnosis",
+    "not a diagnosis",
+    "First-line care",
+    "Most likely",
+    "Top 3",
+    "See a doctor when",
+    "Red flags",
+    "When to get it checked",
+    "Please see a dermatologist",
+    "can't tell",
+    "Sources:",
+    "Over-the-counter",
+    "How long it takes",
+    "Send a photo",
+    "Sorry",
+    "Thank you",
+)
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+# Four English words in a row (file formats such as "JPEG, PNG" are not words).
+ENGLISH_RUN = re.compile(r"\b[A-Za-z]?[a-z]+\b(?:[ ,'-]+\b[A-Za-z]?[a-z]+\b){3,}")
+
+
+@pytest.fixture(scope="module")
+def texts() -> Texts:
+    return Texts()
+
+
+@pytest.fixture(scope="module")
+def conditions():
+    return {condition.label: condition for condition in load_conditions()}
+
+
+def ranked_for(label: str, conditions, lang: str) -> list[dict]:
+    """Top 3 as `Conversation._result` passes it: the label first, then two others."""
+    others = [other for other in MODEL_LABELS if other != label][:2]
+    probs = (0.81, 0.12, 0.004)
+    likelihood = {"en": "very likely", "ko": "가능성 매우 높음"}[lang]
+    return [
+        {
+            "label": name,
+            "name": conditions[name].names[lang],
+            "percent": _percent(prob),
+            "likelihood": likelihood,
+            "triage": str(conditions[name].triage),
+        }
+        for name, prob in zip([label, *others], probs, strict=True)
+    ]
+
+
+def contexts(conditions, lang: str) -> dict[str, dict]:
+    """A realistic context for every template, as the conversation passes it."""
+    acne = _localised(conditions["acne"], lang)
+    ko = lang == "ko"
+    return {
+        "ask_location": {},
+        "care": {"level": "self_care", "urgent": False, "condition": acne},
+        "clinics": {
+            "clinics": [
+                {
+                    "name": "강남 피부 & 레이저 의원" if ko else "Gangnam Skin & Laser Clinic",
+                    "address": "서울 강남구 테헤란로 123" if ko else "123 Teheran-ro, Seoul",
+                    "phone": "02-555-0101",
+                    "hours": "월-금 9:00-18:00" if ko else "Mon-Fri 9:00-18:00",
+                    "distance_km": 1.23,
+                    "map_url": "https://map.kakao.com/link/map/a%20b,37.5,127.0",
+                    "sample": True,
+                }
+            ],
+            "place": "강남구" if ko else "Gangnam",
+            "condition_name": acne["name"],
+            "any_sample": True,
+        },
+        "faq_answer": {
+            "answer": "아니요, 전염되지 않아요." if ko else "No, it is not contagious.",
+            "about": acne["name"],
+            "scoped": True,
+        },
+        "faq_no_match": {
+            "topics": ["사진은 어떻게 되나요?" if ko else "What happens to my photo?"]
+        },
+        "feedback_thanks": {"correct": True},
+        "forgotten": {},
+        "heatmap": {"name": acne["name"]},
+        "heatmap_unavailable": {},
+        "help": {"model_installed": True},
+        "language": {},
+        "language_set": {},
+        "no_clinics": {"radius_km": 50},
+        "no_model": {},
+        "privacy": {"model_installed": True},
+        "rejected": {"reason": "too_small", "max_mb": 20, "min_side": 64},
+        "result": {
+            "level": "self_care",
+            "urgent": False,
+            "ranked": ranked_for("acne", conditions, lang),
+            "condition": acne,
+        },
+        "retake": {"issues": ["blurry", "too_dark"]},
+        "slow_down": {"window_s": 60},
+        "stale_button": {},
+        "start": {"model_installed": False},
+        "store_down": {},
+        "unknown_command": {"command": "foo"},
+        "unsupported": {"what": "sticker"},
+    }
+
+
+# ---- checks ----------------------------------------------------------------------------------
+
+_TAG = re.compile(r'<(/?)(b|i|a)(?: href="([^"<>]*)")?>')
+_ENTITY = re.compile(r"&(?:lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);")
+
+
+def assert_telegram_html(text: str) -> None:
+    """Only <b>, <i>, <a href="...">, properly nested; no raw <, > or & outside them."""
+    stack: list[str] = []
+    for match in _TAG.finditer(text):
+        closing, tag, href = match.groups()
+        if closing:
+            assert href is None, match.group(0)
+            assert stack and stack[-1] == tag, f"unbalanced {match.group(0)!r} in {text!r}"
+            stack.pop()
+        else:
+            assert (tag == "a") == (href is not None), match.group(0)
+            if href is not None:
+                assert re.match(r"https?://", href), href
+            stack.append(tag)
+    assert not stack, f"unclosed {stack} in {text!r}"
+    rest = _TAG.sub("", text)
+    assert "<" not in rest and ">" not in rest, f"raw angle bracket in {rest!r}"
+    assert "&" not in _ENTITY.sub("", rest), f"raw & in {rest!r}"
+
+
+def assert_korean(text: str, name: str) -> None:
+    assert HANGUL.search(text), f"{name}: no Hangul in {text!r}"
+    for phrase in ENGLISH_PHRASES:
+        assert phrase not in text, f"{name}: English {phrase!r} in a Korean reply"
+    if name == "language":  # the choice is asked in both languages on purpose
+        return
+    # No English sentence of a template: links (source names) and product codes are fine.
+    plain = re.sub(r"<a [^>]*>.*?</a>", "", text)
+    plain = _TAG.sub("", plain)
+    runs = ENGLISH_RUN.findall(plain)
+    assert not runs, f"{name}: English text in a Korean reply: {runs}"
+
+
+def rendered(texts: Texts, conditions, template: str, lang: str, **context) -> str:
+    text = texts.render(template, lang, **{**contexts(conditions, lang)[template], **context})
+    assert text.strip(), f"{lang}/{template} rendered nothing"
+    assert_telegram_html(text)
+    if lang == "ko":
+        assert_korean(text, template)
+    return text
+
+
+# ---- every template, both languages --------------------------------------------------------
+
+
+def test_every_template_exists_in_both_languages(texts, conditions):
+    names = {lang: set(texts.template_names(lang)) - HIDDEN for lang in LANGUAGES}
+    assert names["en"] == names["ko"]
+    assert names["en"] == set(contexts(conditions, "en")), "a template without a test context"
+    for lang in LANGUAGES:
+        assert HIDDEN <= set(texts.template_names(lang))
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_every_template_renders(texts, conditions, lang):
+    for template in contexts(conditions, lang):
+        rendered(texts, conditions, template, lang)
+
+
+def test_words_exist_in_both_languages(texts):
+    def variables(lang: str) -> set[str]:
+        source = texts.environment.loader.get_source(texts.environment, f"{lang}/words.j2")[0]
+        tree = texts.environment.parse(source)
+        return {node.target.name for node in tree.find_all(nodes.Assign)}
+
+    names = {lang: variables(lang) for lang in LANGUAGES}
+    assert names["en"] == names["ko"]
+    assert {"button_care", "button_clinic", "very_likely", "less_likely"} <= names["en"]
+    for name in names["en"]:
+        english, korean = texts.word(name, "en"), texts.word(name, "ko")
+        assert english.strip() and korean.strip()
+        assert HANGUL.search(korean), f"words.j2 {name}: {korean!r} is not Korean"
+
+
+# ---- results and care, for every condition, level and urgency -----------------------------
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("label", MODEL_LABELS)
+def test_result_and_care_for_every_label_level_and_urgency(texts, conditions, lang, label):
+    condition = _localised(conditions[label], lang)
+    first_step = str(escape(condition["care_steps"][0])) if condition["care_steps"] else None
+    for level in LEVELS:
+        for urgent in (False, True):
+            context = {
+                "level": level,
+                "urgent": urgent,
+                "ranked": ranked_for(label, conditions, lang),
+                "condition": condition,
+            }
+            where = f"{lang}/{label}/{level}/urgent={urgent}"
+            result = rendered(texts, conditions, "result", lang, **context)
+            care = rendered(texts, conditions, "care", lang, **context)
+            assert DISCLAIMER[lang] in result, where
+            assert DISCLAIMER[lang] in care, where
+            if urgent or level == "urgent":
+                for text in (result, care):
+                    assert SELF_CARE_HEADING[lang] not in text, where
+                    assert SEE_DERMATOLOGIST[lang] in text, where
+                    assert first_step is None or first_step not in text, where
+            elif level == "self_care" and first_step is not None:
+                assert SELF_CARE_HEADING[lang] in result, where
+                assert first_step in result and first_step in care, where
+            if level == "abstain":
+                assert CANT_TELL[lang] in result, where
+
+
+def test_self_care_conditions_have_care_steps(conditions):
+    for condition in conditions.values():
+        if condition.triage == Triage.SELF_CARE:
+            assert all(condition.care_steps.get(lang) for lang in LANGUAGES), condition.label
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_content_cannot_inject_markup(texts, conditions, lang):
+    hostile = dataclasses.replace(
+        conditions["acne"],
+        summary={lang: "<script>alert(1)</script> Tom & Jerry's <b>spots</b>"},
+        care_steps={lang: ["Wash <i>gently</i> & often", "Use a </b> cream"]},
+        names={lang: "Acne <img src=x>"},
+    )
+    condition = _localised(hostile, lang)
+    ranked = ranked_for("acne", conditions, lang)
+    ranked[0]["name"] = condition["name"]
+    for template in ("result", "care"):
+        text = texts.render(
+            template, lang, level="self_care", urgent=False, ranked=ranked, condition=condition
+        )
+        assert_telegram_html(text)
+        assert "<script>" not in text and "<img" not in text
+        assert "&lt;script&gt;" in text or template == "care"
+        assert "&amp;" in text
+        assert "Wash &lt;i&gt;gently&lt;/i&gt; &amp; often" in text
+
+
+def test_the_checks_catch_bad_text(texts, conditions):
+    for bad in ("<u>x</u>", "<b>x", "<b>x</i>", "a < b", "x & y", '<a href="javascript:x">y</a>'):
+        with pytest.raises(AssertionError):
+            assert_telegram_html(bad)
+    english = texts.render("result", "en", **contexts(conditions, "en")["result"])
+    with pytest.raises(AssertionError):
+        assert_korean(english + " 한국어", "result")
+    with pytest.raises(AssertionError):
+        assert_korean("안녕하세요. Please send me a photo", "start")
+
+
+def test_percent_below_one_is_escaped(texts, conditions):
+    text = rendered(texts, conditions, "result", "en")
+    assert "&lt;1%" in text  # the third item is 0.4%
+
+
+# ---- messages chosen by a reason -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_rejected_has_a_sentence_per_reason(texts, conditions, lang):
+    fallback = rendered(texts, conditions, "rejected", lang, reason="something_new")
+    sentences = {
+        reason: rendered(texts, conditions, "rejected", lang, reason=str(reason))
+        for reason in RejectReason
+    }
+    assert len(set(sentences.values())) == len(RejectReason)
+    assert fallback not in sentences.values()
+    assert "20" in sentences[RejectReason.FILE_TOO_LARGE]
+    assert "64" in sentences[RejectReason.TOO_SMALL]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_retake_has_advice_per_issue(texts, conditions, lang):
+    without = rendered(texts, conditions, "retake", lang, issues=[])
+    advice = {}
+    for issue in QualityIssue:
+        text = rendered(texts, conditions, "retake", lang, issues=[str(issue)])
+        advice[issue] = [line for line in text.split("\n") if line.startswith("•")]
+        assert len(advice[issue]) == 1, (issue, text)
+        assert text != without
+    assert len({tuple(lines) for lines in advice.values()}) == len(QualityIssue)
+    both = rendered(texts, conditions, "retake", lang, issues=["blurry", "too_dark"])
+    assert advice[QualityIssue.BLURRY][0] in both and advice[QualityIssue.TOO_DARK][0] in both
+
+
+# ---- splitting long replies ----------------------------------------------------------------
+
+
+def _words(text: str) -> str:
+    return "".join(text.split())
+
+
+def _long_text(rng: random.Random) -> str:
+    pieces = []
+    for _ in range(rng.randint(1, 400)):
+        kind = rng.random()
+        if kind < 0.05:
+            pieces.append("x" * rng.randint(4000, 13000))  # one enormous line
+        elif kind < 0.15:
+            pieces.append("")  # blank line
+        else:
+            words = [
+                rng.choice(["acne", "여드름", "<b>care</b>", "&amp;", "🙂", "a"])
+                for _ in range(rng.randint(1, 300))
+            ]
+            pieces.append(" ".join(words))
+    return "\n".join(pieces)
+
+
+@pytest.mark.parametrize("limit", [4096, 100, 7])
+def test_split_message_keeps_every_part_under_the_limit_and_loses_nothing(limit):
+    rng = random.Random(limit)
+    for _ in range(60):
+        text = _long_text(rng)
+        parts = split_message(text, limit)
+        assert parts
+        assert all(0 < len(part) <= limit for part in parts), [len(p) for p in parts]
+        assert _words("".join(parts)) == _words(text)
+        if len(text) <= limit:
+            assert parts == [text]
+
+
+def test_split_message_prefers_line_boundaries():
+    lines = [f"line {i} " + "word " * 40 for i in range(300)]
+    text = "\n".join(lines)
+    parts = split_message(text)
+    assert len(parts) > 1
+    for part in parts:
+        assert all(line in lines for line in part.split("\n"))
+    assert "\n".join(parts) == text
