@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import sys
 
 from aiohttp import web
 
+from bot.admin_auth import hash_password
 from bot.app import build_assistant
 from bot.settings import Settings, SettingsError
 from bot.web import build_web_app
 
 
+def hash_password_command() -> int:
+    """`python -m bot hash-password`: prints the value for SKINCARE_ADMIN_PASSWORD_HASH."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Admin password: ")
+        if getpass.getpass("Again: ") != password:
+            print("The passwords differ.", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 10:
+        print("Use at least 10 characters.", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["hash-password"]:
+        return hash_password_command()
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

@@ -19,12 +19,21 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from bot.admin_commands import ADMIN_COMMANDS, AdminCommands
 from bot.texts import Texts, default_texts, language_for, split_message
 from diagnosis.analysis import analyse_photo, check_photo
 from diagnosis.intake import ImageRejected, IntakeLimits
 from diagnosis.predictor import Prediction, Predictor
 from diagnosis.quality import QualityThresholds
-from knowledge.models import Clinic, Condition, FaqEntry, Feedback, Triage, UserState
+from knowledge.models import (
+    AnalysisRecord,
+    Clinic,
+    Condition,
+    FaqEntry,
+    Feedback,
+    Triage,
+    UserState,
+)
 from knowledge.places import find_place
 from knowledge.resilient import ClinicSearchUnavailable, ResilientKnowledge
 from knowledge.retrieval import FaqIndex, question_language
@@ -53,6 +62,12 @@ def user_key(secret: str, platform: str, user_id: int | str) -> str:
     """A stable pseudonym: the same user gets the same key on every replica sharing `secret`."""
     digest = hmac.new(secret.encode(), f"{platform}:{user_id}".encode(), hashlib.sha256)
     return f"{platform}-{digest.hexdigest()[:32]}"
+
+
+def platform_of(key: str) -> str:
+    """The platform a `user_key` was made for ("tg", "web"), without the pseudonym itself."""
+    platform, separator, _ = key.partition("-")
+    return platform if separator and platform else "chat"
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,7 @@ class Conversation:
         self.flood = flood
         self.texts = texts or default_texts()
         self.clock = clock
+        self.admin = AdminCommands(store, knowledge, self.texts, clock)
         self._index: FaqIndex | None = None
         self._index_key: tuple = ()
 
@@ -181,10 +197,14 @@ class Conversation:
     async def start(self, chatter: Chatter) -> list[Reply]:
         return await self.command(chatter, "start")
 
-    async def command(self, chatter: Chatter, name: str) -> list[Reply]:
+    async def command(self, chatter: Chatter, name: str, *, is_admin: bool = False) -> list[Reply]:
+        """`is_admin`: the transport vouches for this user; only then do /stats, /reload and
+        /feedback answer (for anyone else they are unknown commands)."""
         name = name.lower().lstrip("/").split("@")[0]
 
         async def respond(state: UserState) -> list[Reply]:
+            if is_admin and name in ADMIN_COMMANDS:
+                return [Reply(text=await self.admin.run(name, state.language))]
             if name in ("start", "help", "privacy"):
                 return [
                     self._reply(name, state, model_installed=self.predictor is not None),
@@ -286,6 +306,7 @@ class Conversation:
             "at": now_iso(),
         }
         state.awaiting = ""
+        await self._record_analysis(state, prediction, urgent)
         text = self.texts.render(
             "result",
             state.language,
@@ -295,6 +316,25 @@ class Conversation:
             condition=_localised(best, state.language),
         )
         return [Reply(text=text, buttons=self._result_buttons(state, result_id, level, urgent))]
+
+    async def _record_analysis(
+        self, state: UserState, prediction: Prediction, urgent: bool
+    ) -> None:
+        """One anonymous record per answered photo, for /stats (retakes and refusals are not
+        analyses: the model never answered)."""
+        record = AnalysisRecord(
+            id=uuid.uuid4().hex,
+            at=now_iso(),
+            label=prediction.best.label,
+            abstain=prediction.abstain,
+            urgent=urgent,
+            model_version=prediction.model_version,
+            transport=platform_of(state.user_key),
+        )
+        try:
+            await self.store.record_analysis(record)
+        except StoreError as exc:
+            log.warning("analysis not recorded for the statistics: %s", exc)
 
     def _result_buttons(
         self, state: UserState, result_id: str, level: str, urgent: bool

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.admin_auth import is_password_hash
 from diagnosis.bundle import BUNDLED_MODEL_DIR
 from diagnosis.intake import IntakeLimits
 from diagnosis.quality import QualityThresholds
@@ -122,6 +123,11 @@ class Settings:
                 reader.fail("SKINCARE_WEBHOOK_URL", "must be an https:// URL for Telegram")
         if self.webhook_secret and not re.match(r"^[A-Za-z0-9_-]{1,256}$", self.webhook_secret):
             reader.fail("SKINCARE_WEBHOOK_SECRET", "may only use A-Z, a-z, 0-9, _ and - (1-256)")
+        if self.admin_password_hash and not is_password_hash(self.admin_password_hash):
+            reader.fail(
+                "SKINCARE_ADMIN_PASSWORD_HASH",
+                "is not a password hash: make one with `python -m bot hash-password`",
+            )
         if self.model_explicit and not self.model_path.is_dir():
             reader.fail("SKINCARE_MODEL", f"{self.model_path} is not a model bundle folder")
 

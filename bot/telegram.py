@@ -164,7 +164,10 @@ class TelegramTransport:
 
     async def _on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         name = (update.effective_message.text or "/").split()[0]
-        await self._serve(update, lambda chatter: self.conversation.command(chatter, name))
+        is_admin = update.effective_user.id in self.settings.admin_telegram_ids
+        await self._serve(
+            update, lambda chatter: self.conversation.command(chatter, name, is_admin=is_admin)
+        )
 
     async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         text = update.effective_message.text

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from bot.admin_web import add_admin_routes
 from bot.app import Assistant
 from bot.conversation import Chatter, Reply, user_key
 from bot.settings import PROJECT_ROOT, SettingsError
@@ -239,6 +240,9 @@ def build_web_app(assistant: Assistant) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_post("/api/analyse", analyse)
     app.router.add_post("/api/chat", chat)
+    add_admin_routes(
+        app, assistant.settings.admin_password_hash, assistant.settings.admin_session_secret
+    )
     settings = assistant.settings
     if settings.telegram_token and settings.webhook_url:
         app.router.add_post(webhook_path(settings.webhook_url), telegram_webhook)

@@ -1,8 +1,9 @@
 """The production knowledge store: Cloud Firestore, through the async client.
 
-Collections: `conditions`, `faq`, `clinics` (versioned documents), `feedback`, `users` and
-`audit`. Each document is the model's dataclass as a map, plus top-level fields for everything
-a query touches (`key`, `label`, `geohash`, `lat`, `lon`, `version`, `created_ts`, `user_key`),
+Collections: `conditions`, `faq`, `clinics` (versioned documents), `feedback`, `users`,
+`analyses` and `audit`. Each document is the model's dataclass as a map, plus top-level fields
+for everything a query touches (`key`, `label`, `geohash`, `lat`, `lon`, `version`, `created_ts`,
+`at_ts`, `user_key`),
 because queries on nested fields are not portable (the test emulator cannot run them).
 
 Versioned saves run in a transaction: read the stored version, compare it with the one the
@@ -46,6 +47,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from knowledge.geo import geohash_ranges, haversine_km
 from knowledge.models import (
+    AnalysisRecord,
     AuditEntry,
     Clinic,
     Condition,
@@ -59,6 +61,7 @@ from knowledge.models import (
 )
 from knowledge.store import ImportResult, StaleWriteError, StoreError
 from knowledge.stores import (
+    check_action,
     check_key,
     content_of,
     now_iso,
@@ -101,7 +104,7 @@ class _Kind:
 CONDITION = _Kind("condition", "conditions", "label", Condition, condition_from_dict)
 FAQ = _Kind("faq", "faq", "id", FaqEntry, faq_from_dict)
 CLINIC = _Kind("clinic", "clinics", "id", Clinic, clinic_from_dict)
-FEEDBACK, USERS, AUDIT = "feedback", "users", "audit"
+FEEDBACK, USERS, AUDIT, ANALYSES = "feedback", "users", "audit", "analyses"
 
 
 def _fields_of(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -310,7 +313,14 @@ class FirestoreStore:
         return {**to_dict(entry), _LOGGED_AT: firestore.SERVER_TIMESTAMP}
 
     def _stage_write(
-        self, transaction, kind: _Kind, doc: Any, snapshot, actor: str, version: int
+        self,
+        transaction,
+        kind: _Kind,
+        doc: Any,
+        snapshot,
+        actor: str,
+        version: int,
+        action: str | None = None,
     ) -> tuple[Any, list[Callable[[], None]], list[Callable[[], None]]]:
         """The saved document, and the writes that store it: guards first, then the rest.
 
@@ -326,8 +336,9 @@ class FirestoreStore:
         if snapshot is None or not snapshot.exists:
             audit_ref = self._audit_ref(kind, key, uuid.uuid4().hex)  # no revision to guard
             audit = self._audit_data(
-                kind, key, audit_ref.id, version, actor, saved.updated_at, "create", None, saved
-            )
+                kind, key, audit_ref.id, version, actor, saved.updated_at, action or "create",
+                None, saved,
+            )  # fmt: skip
             guards = [lambda: transaction.create(ref, data)]
             rest = [lambda: transaction.create(audit_ref, audit)]
         else:
@@ -335,16 +346,25 @@ class FirestoreStore:
             before = kind.decode(stored)
             audit_ref = self._audit_ref(kind, key, stored[_REV])
             audit = self._audit_data(
-                kind, key, audit_ref.id, version, actor, saved.updated_at, "update", before, saved
-            )
+                kind, key, audit_ref.id, version, actor, saved.updated_at, action or "update",
+                before, saved,
+            )  # fmt: skip
             option = self._client.write_option(last_update_time=snapshot.update_time)
             guards = [lambda: transaction.create(audit_ref, audit)]
             rest = [lambda: transaction.update(ref, data, option=option)]
         return saved, guards, rest
 
-    async def _save(self, kind: _Kind, doc: Document, expected_version: int, actor: str):
+    async def _save(
+        self,
+        kind: _Kind,
+        doc: Document,
+        expected_version: int,
+        actor: str,
+        action: str | None = None,
+    ):
         key = check_key(kind.name, getattr(doc, kind.key))
         _check_version(expected_version)
+        check_action(action)
         ref = self._ref(kind, key)
 
         @async_transactional
@@ -354,7 +374,7 @@ class FirestoreStore:
             if version != expected_version:
                 raise _Conflict
             saved, guards, rest = self._stage_write(
-                transaction, kind, doc, snapshot, actor, version + 1
+                transaction, kind, doc, snapshot, actor, version + 1, action
             )
             for write in guards + rest:
                 write()
@@ -440,9 +460,9 @@ class FirestoreStore:
         return await self._list(CONDITION)
 
     async def save_condition(
-        self, condition: Condition, expected_version: int, actor: str
+        self, condition: Condition, expected_version: int, actor: str, *, action: str | None = None
     ) -> Condition:
-        return await self._save(CONDITION, condition, expected_version, actor)
+        return await self._save(CONDITION, condition, expected_version, actor, action)
 
     # ---- FAQ ------------------------------------------------------------------------------
 
@@ -451,8 +471,10 @@ class FirestoreStore:
             return await self._list(FAQ)
         return await self._list(FAQ, FieldFilter("label", "==", label))
 
-    async def save_faq(self, entry: FaqEntry, expected_version: int, actor: str) -> FaqEntry:
-        return await self._save(FAQ, entry, expected_version, actor)
+    async def save_faq(
+        self, entry: FaqEntry, expected_version: int, actor: str, *, action: str | None = None
+    ) -> FaqEntry:
+        return await self._save(FAQ, entry, expected_version, actor, action)
 
     async def delete_faq(self, entry_id: str, expected_version: int, actor: str) -> None:
         await self._delete(FAQ, entry_id, expected_version, actor)
@@ -465,8 +487,10 @@ class FirestoreStore:
     async def list_clinics(self) -> list[Clinic]:
         return await self._list(CLINIC)
 
-    async def save_clinic(self, clinic: Clinic, expected_version: int, actor: str) -> Clinic:
-        return await self._save(CLINIC, prepare_clinic(clinic), expected_version, actor)
+    async def save_clinic(
+        self, clinic: Clinic, expected_version: int, actor: str, *, action: str | None = None
+    ) -> Clinic:
+        return await self._save(CLINIC, prepare_clinic(clinic), expected_version, actor, action)
 
     async def delete_clinic(self, clinic_id: str, expected_version: int, actor: str) -> None:
         await self._delete(CLINIC, clinic_id, expected_version, actor)
@@ -633,6 +657,28 @@ class FirestoreStore:
                 await batch.commit(retry=self._retry, timeout=self._timeout)
 
         await self._call("delete user", work())
+
+    # ---- analyses -------------------------------------------------------------------------
+
+    async def record_analysis(self, record: AnalysisRecord) -> None:
+        check_key("analysis", record.id)
+        data = {**to_dict(record), "at_ts": timestamp(record.at)}
+        ref = self._ref(ANALYSES, record.id)
+        await self._call("record analysis", ref.set(data, retry=self._retry, timeout=self._timeout))
+
+    async def list_analyses(self, since: str) -> list[AnalysisRecord]:
+        # One range query on the top-level `at_ts` (seconds, so that any spelling of an instant
+        # compares as the instant); a single-field index, nothing to declare.
+        query = self._collection(ANALYSES).where(
+            filter=FieldFilter("at_ts", ">=", timestamp(since))
+        )
+        query = query.order_by("at_ts")
+
+        async def work() -> list[AnalysisRecord]:
+            rows = await self._stream(query)
+            return [AnalysisRecord(**_fields_of(AnalysisRecord, data)) for data in rows]
+
+        return await self._call("list analyses", work())
 
     # ---- audit ----------------------------------------------------------------------------
 

@@ -98,6 +98,20 @@ class Feedback:
 
 
 @dataclass
+class AnalysisRecord:
+    """One analysed photo, for admin statistics: what the model answered, never the photo and
+    never who sent it (no user key), so it outlives /forget without identifying anyone."""
+
+    id: str
+    at: str  # ISO 8601, UTC
+    label: str  # the model's best label
+    abstain: bool  # the answer was "I can't tell"
+    urgent: bool  # the answer was "see a dermatologist soon"
+    model_version: str
+    transport: str  # "tg" (Telegram), "web" (the web chat), ...
+
+
+@dataclass
 class UserState:
     """Per-user state kept in the store so that several bot replicas can serve one user."""
 

@@ -44,6 +44,11 @@ class ResilientKnowledge:
         by_label[None] = list(faq)
         self._faq = by_label
 
+    @property
+    def loaded(self) -> tuple[int, int]:
+        """How many conditions and FAQ entries the last good `warm` holds in memory."""
+        return len(self._conditions), len(self._faq.get(None, []))
+
     async def condition(self, label: str) -> Condition | None:
         try:
             condition = await self.store.get_condition(label)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from knowledge.geo import geohash_ranges, haversine_km
 from knowledge.models import (
+    AnalysisRecord,
     AuditEntry,
     Clinic,
     Condition,
@@ -36,6 +37,7 @@ from knowledge.models import (
 )
 from knowledge.store import ImportResult, StaleWriteError, StoreError
 from knowledge.stores import (
+    check_action,
     check_key,
     content_of,
     now_iso,
@@ -47,7 +49,7 @@ from knowledge.stores import (
 T = TypeVar("T")
 Document = TypeVar("Document", Condition, FaqEntry, Clinic)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
 MIGRATIONS: list[list[str]] = [
     [
@@ -75,6 +77,11 @@ MIGRATIONS: list[list[str]] = [
             key TEXT NOT NULL, version INTEGER NOT NULL, actor TEXT NOT NULL, at TEXT NOT NULL,
             action TEXT NOT NULL, before TEXT, after TEXT)""",
         "CREATE INDEX audit_key ON audit (kind, key)",
+    ],
+    [
+        """CREATE TABLE analyses (
+            id TEXT PRIMARY KEY, at TEXT NOT NULL, at_ts REAL NOT NULL, doc TEXT NOT NULL)""",
+        "CREATE INDEX analyses_at ON analyses (at_ts)",
     ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -210,6 +217,7 @@ class SqliteStore:
         before: Document | None,
         version: int,
         actor: str,
+        action: str | None = None,
     ) -> Document:
         """Store `doc` as `version` and audit it; call inside a transaction."""
         key = getattr(doc, kind.key)
@@ -228,7 +236,7 @@ class SqliteStore:
             f"INSERT OR REPLACE INTO {kind.table} ({names}) VALUES ({marks})",
             tuple(columns.values()),
         )
-        action = "create" if before is None else "update"
+        action = action or ("create" if before is None else "update")
         self._audit(conn, kind, key, version, actor, saved.updated_at, action, before, saved)
         return saved
 
@@ -250,8 +258,16 @@ class SqliteStore:
             ),
         )
 
-    async def _save(self, kind: _Kind, doc: Document, expected_version: int, actor: str):
+    async def _save(
+        self,
+        kind: _Kind,
+        doc: Document,
+        expected_version: int,
+        actor: str,
+        action: str | None = None,
+    ):
         key = check_key(kind.name, getattr(doc, kind.key))
+        check_action(action)
         if expected_version < 0:
             raise ValueError(f"expected_version must be 0 (create) or more, not {expected_version}")
 
@@ -260,7 +276,7 @@ class SqliteStore:
                 version, changed_by, before = self._stored(conn, kind, key)
                 if version != expected_version:
                     raise StaleWriteError(kind.name, key, expected_version, version, changed_by)
-                return self._write(conn, kind, doc, before, version + 1, actor)
+                return self._write(conn, kind, doc, before, version + 1, actor, action)
 
         return await self._run(save)
 
@@ -288,9 +304,9 @@ class SqliteStore:
         return await self._run(lambda conn: self._list(conn, CONDITION))
 
     async def save_condition(
-        self, condition: Condition, expected_version: int, actor: str
+        self, condition: Condition, expected_version: int, actor: str, *, action: str | None = None
     ) -> Condition:
-        return await self._save(CONDITION, condition, expected_version, actor)
+        return await self._save(CONDITION, condition, expected_version, actor, action)
 
     # ---- FAQ ------------------------------------------------------------------------------
 
@@ -299,8 +315,10 @@ class SqliteStore:
             return await self._run(lambda conn: self._list(conn, FAQ))
         return await self._run(lambda conn: self._list(conn, FAQ, "WHERE label = ?", (label,)))
 
-    async def save_faq(self, entry: FaqEntry, expected_version: int, actor: str) -> FaqEntry:
-        return await self._save(FAQ, entry, expected_version, actor)
+    async def save_faq(
+        self, entry: FaqEntry, expected_version: int, actor: str, *, action: str | None = None
+    ) -> FaqEntry:
+        return await self._save(FAQ, entry, expected_version, actor, action)
 
     async def delete_faq(self, entry_id: str, expected_version: int, actor: str) -> None:
         await self._delete(FAQ, entry_id, expected_version, actor)
@@ -313,8 +331,10 @@ class SqliteStore:
     async def list_clinics(self) -> list[Clinic]:
         return await self._run(lambda conn: self._list(conn, CLINIC))
 
-    async def save_clinic(self, clinic: Clinic, expected_version: int, actor: str) -> Clinic:
-        return await self._save(CLINIC, prepare_clinic(clinic), expected_version, actor)
+    async def save_clinic(
+        self, clinic: Clinic, expected_version: int, actor: str, *, action: str | None = None
+    ) -> Clinic:
+        return await self._save(CLINIC, prepare_clinic(clinic), expected_version, actor, action)
 
     async def delete_clinic(self, clinic_id: str, expected_version: int, actor: str) -> None:
         await self._delete(CLINIC, clinic_id, expected_version, actor)
@@ -430,6 +450,31 @@ class SqliteStore:
                 conn.execute("DELETE FROM feedback WHERE user_key = ?", (user_key,))
 
         await self._run(delete)
+
+    # ---- analyses -------------------------------------------------------------------------
+
+    async def record_analysis(self, record: AnalysisRecord) -> None:
+        check_key("analysis", record.id)
+        at_ts = timestamp(record.at)
+
+        def add(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO analyses (id, at, at_ts, doc) VALUES (?, ?, ?, ?)",
+                (record.id, record.at, at_ts, _dumps(to_dict(record))),
+            )
+
+        await self._run(add)
+
+    async def list_analyses(self, since: str) -> list[AnalysisRecord]:
+        since_ts = timestamp(since)
+
+        def query(conn: sqlite3.Connection) -> list[AnalysisRecord]:
+            rows = conn.execute(
+                "SELECT doc FROM analyses WHERE at_ts >= ? ORDER BY at_ts, rowid", (since_ts,)
+            ).fetchall()
+            return [AnalysisRecord(**json.loads(row[0])) for row in rows]
+
+        return await self._run(query)
 
     # ---- audit ----------------------------------------------------------------------------
 

@@ -74,6 +74,16 @@ def check_key(kind: str, key: Any) -> str:
     return key
 
 
+# What a caller may name as a save's audit action; otherwise it is "create" or "update".
+SAVE_ACTIONS = ("rollback",)
+
+
+def check_action(action: str | None) -> str | None:
+    if action is not None and action not in SAVE_ACTIONS:
+        raise ValueError(f"a save's action is one of {SAVE_ACTIONS} or None, not {action!r}")
+    return action
+
+
 def prepare_clinic(clinic: Clinic) -> Clinic:
     """The clinic with its geohash filled in; ValueError for an id or place that cannot be."""
     check_key("clinic", clinic.id)

@@ -81,6 +81,42 @@ def contexts(conditions, lang: str) -> dict[str, dict]:
     acne = _localised(conditions["acne"], lang)
     ko = lang == "ko"
     return {
+        "admin_feedback": {
+            "entries": [
+                {
+                    "when": "2025-03-01 10:00",
+                    "name": acne["name"],
+                    "correct": False,
+                    "model_version": "lite0-224-v1",
+                    "comment": "사진이 흐렸어요 & <b>" if ko else "Blurry photo & <b>",
+                },
+                {
+                    "when": "2025-03-01 09:00",
+                    "name": acne["name"],
+                    "correct": True,
+                    "model_version": "lite0-224-v1",
+                    "comment": "",
+                },
+            ]
+        },
+        "admin_reload": {"ok": True, "conditions": 11, "faq": 48},
+        "admin_stats": {
+            "periods": [
+                {
+                    "name": name,
+                    "photos": photos,
+                    "by_transport": [("tg", photos - 1), ("web", 1)] if photos else [],
+                    "abstain_rate": "25%" if photos else None,
+                    "urgent_rate": "10%" if photos else None,
+                    "right": 3 if photos else 0,
+                    "wrong": 1 if photos else 0,
+                    "feedback": (
+                        [{"name": acne["name"], "right": 3, "wrong": 1}] if photos else []
+                    ),
+                }
+                for name, photos in (("day", 0), ("week", 12))
+            ]
+        },
         "ask_location": {},
         "care": {"level": "self_care", "urgent": False, "condition": acne},
         "clinics": {

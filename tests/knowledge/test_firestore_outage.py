@@ -11,12 +11,12 @@ import dataclasses
 from collections.abc import Awaitable
 
 import pytest
-from firestore_support import free_port, running_emulator
 
 from knowledge.firestore_store import FirestoreStore
 from knowledge.models import Feedback, UserState
 from knowledge.store import StoreError
 
+from firestore_support import free_port, running_emulator
 from knowledge_samples import make_clinic, make_condition, make_faq
 
 DEADLINE_S = 1.5

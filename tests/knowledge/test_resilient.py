@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from firestore_support import running_emulator
 
 from knowledge.firestore_store import FirestoreStore
 from knowledge.resilient import ClinicSearchUnavailable, ResilientKnowledge
 from knowledge.sqlite_store import SqliteStore
 
+from firestore_support import running_emulator
 from knowledge_samples import make_clinic, make_condition, make_faq
 
 

@@ -9,8 +9,8 @@ import types
 import pytest
 
 from bot.settings import Settings
-from knowledge.models import UserState
-from knowledge.sqlite_store import SCHEMA_VERSION, SqliteStore
+from knowledge.models import AnalysisRecord, UserState
+from knowledge.sqlite_store import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from knowledge.store import StoreError
 from knowledge.stores import open_store
 
@@ -50,6 +50,30 @@ async def test_a_newer_schema_is_refused(tmp_path):
     with pytest.raises(StoreError, match="newer"):
         await store.list_conditions()
     await store.close()
+
+
+async def test_a_version_1_database_is_upgraded_and_keeps_its_data(tmp_path):
+    path = tmp_path / "knowledge.sqlite3"
+    with sqlite3.connect(path) as conn:  # as the first release left it
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO users (user_key, updated_at, doc) VALUES (?, ?, ?)",
+            ("u", "", '{"user_key": "u", "language": "ko"}'),
+        )
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        assert (await store.get_user("u")).language == "ko"
+        record = AnalysisRecord("a1", "2025-03-01T10:00:00+00:00", "acne", False, False, "v", "tg")
+        await store.record_analysis(record)
+        assert await store.list_analyses("2025-03-01T00:00:00Z") == [record]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
 
 
 async def test_a_closed_store_says_so(tmp_path):

@@ -13,7 +13,7 @@ import math
 import pytest
 
 from knowledge.geo import geohash_encode, haversine_km
-from knowledge.models import Feedback, Triage, UserState, to_dict
+from knowledge.models import AnalysisRecord, Feedback, Triage, UserState, to_dict
 from knowledge.store import StaleWriteError
 from knowledge.stores import content_of, seed, timestamp
 
@@ -436,6 +436,78 @@ async def test_delete_user_forgets_state_and_feedback(store):
     assert await store.get_user("user-b") is not None
     assert {f.user_key for f in await store.list_feedback()} == {"user-b"}
     await store.delete_user("nobody")  # forgetting an unknown user is not an error
+
+
+# ---- analyses -----------------------------------------------------------------------------
+
+
+def analysis(number: int, at: str | None = None, **changes) -> AnalysisRecord:
+    values = dict(
+        id=f"an-{number}",
+        at=at or f"2025-03-{number:02d}T10:00:00.000000+00:00",
+        label="acne" if number % 2 else "melanoma",
+        abstain=number % 3 == 0,
+        urgent=number % 2 == 0,
+        model_version="test-0",
+        transport="tg" if number % 2 else "web",
+    )
+    values.update(changes)
+    return AnalysisRecord(**values)
+
+
+async def test_analyses_oldest_first_since_inclusive(store):
+    records = [analysis(n) for n in (3, 1, 4, 5, 2)]
+    for record in records:
+        await store.record_analysis(record)
+    everything = await store.list_analyses("2000-01-01T00:00:00+00:00")
+    assert [r.id for r in everything] == ["an-1", "an-2", "an-3", "an-4", "an-5"]
+    assert everything[2] == next(r for r in records if r.id == "an-3"), "round trip"
+    assert isinstance(everything[0].abstain, bool) and isinstance(everything[0].urgent, bool)
+    since = await store.list_analyses("2025-03-03T10:00:00+00:00")
+    assert [r.id for r in since] == ["an-3", "an-4", "an-5"], "since is inclusive"
+    assert [r.id for r in await store.list_analyses("2025-03-03T19:00:00+09:00")] == [
+        "an-3",
+        "an-4",
+        "an-5",
+    ], "another spelling of the same instant"
+    assert await store.list_analyses("2030-01-01T00:00:00+00:00") == []
+    with pytest.raises(ValueError):
+        await store.list_analyses("yesterday")
+
+
+async def test_analyses_compare_times_not_strings_and_outlive_forget(store):
+    await store.record_analysis(analysis(1, at="2025-03-01T23:00:00-05:00"))  # 04:00Z on the 2nd
+    await store.record_analysis(analysis(2, at="2025-03-02T01:00:00Z"))
+    found = await store.list_analyses("2025-03-02T00:00:00Z")
+    assert [r.id for r in found] == ["an-2", "an-1"]
+    await store.delete_user("user-a")  # records hold no user key: nothing to forget
+    assert len(await store.list_analyses("2025-01-01T00:00:00Z")) == 2
+    with pytest.raises(ValueError):
+        await store.record_analysis(analysis(3, id=""))
+
+
+async def test_a_save_can_be_audited_as_a_rollback(store):
+    first = await store.save_faq(make_faq("acne-contagious"), 0, "alice")
+    await store.save_faq(dataclasses.replace(first, topic="other"), 1, "bob")
+    restored = await store.save_faq(first, 2, "carol", action="rollback")
+    assert restored.version == 3 and restored.topic == "contagious"
+    await store.delete_clinic(
+        (await store.save_clinic(make_clinic("c", 37.5, 127.0), 0, "alice")).id, 1, "bob"
+    )
+    await store.save_clinic(make_clinic("c", 37.5, 127.0), 0, "carol", action="rollback")
+    assert [e.action for e in await store.audit_log("faq", "acne-contagious")] == [
+        "create",
+        "update",
+        "rollback",
+    ]
+    assert [e.action for e in await store.audit_log("clinic", "c")] == [
+        "create",
+        "delete",
+        "rollback",
+    ]
+    with pytest.raises(ValueError):
+        await store.save_condition(make_condition("acne"), 0, "x", action="delete")
+    assert await store.get_condition("acne") is None
 
 
 # ---- seeding ------------------------------------------------------------------------------
