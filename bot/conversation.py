@@ -537,6 +537,24 @@ class Conversation:
             ][:6]
             return Reply(text=self.texts.render("faq_no_match", lang, topics=topics))
         entry = matches[0].entry
+        if label is None and entry.label is not None and not index.mentioned_labels(question):
+            # "Is it contagious?" with no photo yet: the answer depends on the condition
+            # (eczema: no, ringworm: yes), so ask which one instead of picking one.
+            names = []
+            for match in matches:
+                if match.entry.label and match.entry.label not in names:
+                    names.append(match.entry.label)
+            conditions = [await self.knowledge.condition(name) for name in names]
+            return Reply(
+                text=self.texts.render(
+                    "faq_which_condition",
+                    lang,
+                    names=[
+                        self._name(name, condition, lang)
+                        for name, condition in zip(names, conditions, strict=True)
+                    ],
+                )
+            )
         condition = await self.knowledge.condition(entry.label) if entry.label else None
         return Reply(
             text=self.texts.render(
