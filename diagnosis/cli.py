@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--full-precision", action="store_true", help="save fp32 weights")
     train.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --out")
     train.add_argument("--max-minutes", type=float, help="stop starting epochs after this long")
+    train.add_argument(
+        "--augment",
+        choices=("standard", "light"),
+        help="augmentation recipe (default standard; the bundled model used light)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     evaluate = commands.add_parser("evaluate", help="figures of a bundle on a photo folder")
     evaluate.add_argument(

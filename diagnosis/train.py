@@ -87,6 +87,7 @@ class TrainConfig:
     half_bundle: bool = True
     resume: bool = True
     max_minutes: float | None = None  # stop starting epochs after this long, then finish
+    augment: str = "standard"  # diagnosis.data.AUGMENTATIONS: "standard" or "light"
     progress: bool = True
 
 
@@ -287,7 +288,9 @@ def train(config: TrainConfig) -> TrainResult:
     )
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(
-        PhotoDataset(split["train"], config.data_dir, card, train=True),
+        PhotoDataset(
+            split["train"], config.data_dir, card, train=True, augmentation=config.augment
+        ),
         shuffle=True,
         drop_last=len(split["train"]) > config.batch_size,
         generator=generator,
