@@ -22,6 +22,7 @@ from aiohttp import web
 from bot.admin_auth import AdminSession, LoginLimiter, SessionSigner, verify_password
 from bot.conversation import _localised
 from bot.texts import LANGUAGES, default_texts
+from knowledge.cli import clinic_row
 from knowledge.content import (
     CLINIC_COLUMNS,
     MODEL_LABELS,
@@ -32,7 +33,6 @@ from knowledge.content import (
 )
 from knowledge.faq import validate_faq
 from knowledge.models import (
-    Clinic,
     Condition,
     FaqEntry,
     Ingredient,
@@ -452,20 +452,33 @@ def faq_from_form(form: Any, entry_id: str) -> FaqEntry:
     )
 
 
-def _faq_form(
-    request, entry, expected_version, problems=(), conflict=None, saved=False, status=200
-):
+def _edit_page(
+    request: web.Request,
+    page: str,
+    expected_version: int,
+    problems=(),
+    conflict: dict | None = None,
+    saved: bool = False,
+    status: int = 200,
+    **context: Any,
+) -> web.Response:
+    """An edit form (FAQ entry or clinic) with its problems, conflict or "saved" notice."""
     return _render(
         request,
-        "faq_edit",
+        page,
         status=status,
-        entry=entry,
         expected_version=expected_version,
-        labels=MODEL_LABELS,
         problems=list(problems),
         conflict=conflict,
         saved=saved,
         is_new=expected_version == 0 and not saved,
+        **context,
+    )
+
+
+def _faq_form(request, entry, expected_version, *args, **kwargs):
+    return _edit_page(
+        request, "faq_edit", expected_version, *args, entry=entry, labels=MODEL_LABELS, **kwargs
     )
 
 
@@ -532,27 +545,9 @@ async def clinic_list(request: web.Request) -> web.Response:
     return _render(request, "clinics", clinics=clinics, q=query)
 
 
-def clinic_row(clinic: Clinic) -> dict[str, str]:
-    """A clinic as the CSV columns (what the form shows)."""
-    from knowledge.cli import clinic_row as csv_row
-
-    return csv_row(clinic)
-
-
-def _clinic_form(
-    request, row, expected_version, problems=(), conflict=None, saved=False, status=200
-):
-    return _render(
-        request,
-        "clinic_edit",
-        status=status,
-        row=row,
-        columns=CLINIC_COLUMNS,
-        expected_version=expected_version,
-        problems=list(problems),
-        conflict=conflict,
-        saved=saved,
-        is_new=expected_version == 0 and not saved,
+def _clinic_form(request, row, expected_version, *args, **kwargs):
+    return _edit_page(
+        request, "clinic_edit", expected_version, *args, row=row, columns=CLINIC_COLUMNS, **kwargs
     )
 
 

@@ -164,13 +164,10 @@ async def _read_chat_request(request: web.Request, max_bytes: int) -> tuple[dict
     reader = await request.multipart()
     async for part in reader:
         if part.name == "photo":
-            data = bytearray()
-            while chunk := await part.read_chunk(1 << 16):
-                data.extend(chunk)
-                if len(data) > max_bytes:
-                    fields.setdefault("kind", "photo")
-                    return fields, None
-            photo = bytes(data)
+            photo = await _read_part(part, max_bytes)
+            if photo is None:
+                fields.setdefault("kind", "photo")
+                return fields, None
         elif part.name:
             fields[part.name] = (await part.text())[:4096]
     return fields, photo
@@ -209,18 +206,23 @@ async def analyse(request: web.Request) -> web.Response:
     return web.json_response(result.to_dict(), status=422 if result.refused else 200)
 
 
+async def _read_part(part, max_bytes: int) -> bytes | None:
+    """A multipart field's bytes, or None once it passes `max_bytes` (read no further)."""
+    data = bytearray()
+    while chunk := await part.read_chunk(1 << 16):
+        data.extend(chunk)
+        if len(data) > max_bytes:
+            return None
+    return bytes(data)
+
+
 async def _read_photo(request: web.Request, max_bytes: int) -> bytes | None:
     """The upload's bytes, or None when it is over the limit (read no further than that)."""
     if request.content_type.startswith("multipart/"):
         reader = await request.multipart()
         async for part in reader:
             if part.name == "photo":
-                data = bytearray()
-                while chunk := await part.read_chunk(1 << 16):
-                    data.extend(chunk)
-                    if len(data) > max_bytes:
-                        return None
-                return bytes(data)
+                return await _read_part(part, max_bytes)
         return b""
     data = bytearray()
     async for chunk in request.content.iter_chunked(1 << 16):
