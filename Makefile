@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 EMULATOR := .emulator/node_modules/@firestore-emulator/server
 EMULATOR_VERSION := 0.3.15
 
-.PHONY: install run test lint format bench clean browser
+.PHONY: install run test lint format bench bench-agreement bench-cli clean browser
 
 # torch and torchvision are pinned and installed first, on their own, so that pip never picks
 # another (multi-GB) torch build while resolving the rest.
@@ -48,7 +48,15 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# docs/performance.md: what they measure and one run's figures.
 bench: $(STAMP)
+	$(PY) bench/inference.py
+	$(PY) bench/load.py
+
+bench-agreement: $(STAMP)
+	$(PY) bench/agreement.py
+
+bench-cli: $(STAMP)
 	$(PY) bench/cli_latency.py
 
 clean:

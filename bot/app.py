@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bot.conversation import Conversation, FloodLimit
 from bot.settings import Settings, SettingsError
 from diagnosis.bundle import BundleError, load_bundle
-from diagnosis.predictor import Classifier, Predictor
+from diagnosis.predictor import Classifier, Predictor, configure_threads
 from knowledge.resilient import ResilientKnowledge
 from knowledge.store import KnowledgeStore, StoreError
 from knowledge.stores import open_store, seed
@@ -76,9 +76,20 @@ def load_predictor(settings: Settings) -> Predictor | None:
         bundle = load_bundle(settings.model_path)
     except BundleError as exc:
         raise SettingsError(f"SKINCARE_MODEL: {exc}") from exc
-    log.info("Model %s (%s) loaded", bundle.card.version, bundle.card.architecture)
+    threads = configure_threads()
+    classifier = Classifier(bundle, inference=settings.inference)
+    log.info(
+        "Model %s (%s) loaded; inference %s on %d threads",
+        bundle.card.version,
+        bundle.card.architecture,
+        classifier.precision,
+        threads,
+    )
     return Predictor(
-        Classifier(bundle), max_batch=settings.max_batch, max_wait_ms=settings.batch_wait_ms
+        classifier,
+        max_batch=settings.max_batch,
+        max_wait_ms=settings.batch_wait_ms,
+        warm_up=True,
     )
 
 

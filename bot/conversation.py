@@ -137,6 +137,7 @@ class Conversation:
         self.admin = AdminCommands(store, knowledge, self.texts, clock)
         self._index: FaqIndex | None = None
         self._index_key: tuple = ()
+        self._index_lock = asyncio.Lock()  # one build at a time: concurrent questions share it
 
     # ---- user state ------------------------------------------------------------------------
 
@@ -569,13 +570,16 @@ class Conversation:
     async def _faq_index(self, entries: list[FaqEntry]) -> FaqIndex:
         # Rebuilt only when an entry changed (an admin edit bumps its version).
         key = tuple((entry.id, entry.version) for entry in entries)
-        if self._index is None or key != self._index_key:
-            conditions = [
-                condition
-                for label in {entry.label for entry in entries if entry.label}
-                if (condition := await self.knowledge.condition(label)) is not None
-            ]
-            self._index, self._index_key = FaqIndex(entries, conditions), key
+        if self._index is not None and key == self._index_key:
+            return self._index
+        async with self._index_lock:
+            if self._index is None or key != self._index_key:
+                conditions = [
+                    condition
+                    for label in {entry.label for entry in entries if entry.label}
+                    if (condition := await self.knowledge.condition(label)) is not None
+                ]
+                self._index, self._index_key = FaqIndex(entries, conditions), key
         return self._index
 
     # ---- anything else ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 from bot.admin_auth import is_password_hash
 from diagnosis.bundle import BUNDLED_MODEL_DIR
 from diagnosis.intake import IntakeLimits
+from diagnosis.predictor import INFERENCE_MODES
 from diagnosis.quality import QualityThresholds
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +51,10 @@ class Settings:
     flood_max_messages: int = 20  # per user per flood window; more gets one "slow down"
     flood_window_s: float = 60.0
     batch_wait_ms: float = 5.0
+    # fp32 by default: for the bundled model, bf16 plus the fp32 rechecks that keep its urgent
+    # referrals is slower than fp32 on this CPU (docs/performance.md); "auto" opts into bf16.
+    inference: str = "fp32"
+    telegram_max_rate: float = 30.0  # messages/s to Telegram in all (its limit); 0: no limit
     intake: IntakeLimits = field(default_factory=IntakeLimits)
     quality: QualityThresholds = field(default_factory=QualityThresholds)
 
@@ -86,6 +91,10 @@ class Settings:
                 "SKINCARE_FLOOD_WINDOW_S", defaults.flood_window_s, 1, 86_400
             ),
             batch_wait_ms=reader.number("SKINCARE_BATCH_WAIT_MS", defaults.batch_wait_ms, 0, 1000),
+            inference=reader.choice("SKINCARE_INFERENCE", INFERENCE_MODES, defaults.inference),
+            telegram_max_rate=reader.number(
+                "SKINCARE_TELEGRAM_MAX_RATE", defaults.telegram_max_rate, 0, 10_000
+            ),
             intake=IntakeLimits(
                 max_bytes=reader.integer(
                     "SKINCARE_MAX_PHOTO_BYTES", defaults.intake.max_bytes, 1024, 100 * 2**20

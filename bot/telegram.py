@@ -82,7 +82,11 @@ class TelegramTransport:
         builder = (
             Application.builder()
             .token(settings.telegram_token)
-            .rate_limiter(AIORateLimiter(max_retries=SEND_ATTEMPTS))
+            .rate_limiter(
+                AIORateLimiter(
+                    overall_max_rate=settings.telegram_max_rate, max_retries=SEND_ATTEMPTS
+                )
+            )
             .concurrent_updates(True)
         )
         # As PTB takes them: the token is appended, e.g. http://localhost:8081/bot<TOKEN>/getMe.

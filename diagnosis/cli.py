@@ -22,6 +22,7 @@ from diagnosis.intake import ImageRejected, RejectReason
 from diagnosis.predictor import Classifier, Predictor
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+CLI_BF16_MIN_PHOTOS = 32
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,7 +206,14 @@ def predict_command(args: argparse.Namespace) -> int:
         print(f"Cannot load the model: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
-    classifier = Classifier(bundle)
+    # Building the bf16 graph takes about a second: worth it for a batch, not for a few photos.
+    inference = "auto" if len(args.photos) > CLI_BF16_MIN_PHOTOS else "fp32"
+    inference = os.environ.get("SKINCARE_INFERENCE", "").strip() or inference
+    try:
+        classifier = Classifier(bundle, inference)
+    except ValueError as exc:
+        print(f"SKINCARE_INFERENCE: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     results = asyncio.run(_analyse_all(args.photos, classifier))
     refused = False
     for path, analysis in results:

@@ -398,12 +398,23 @@ class _LanguageIndex:
     def _terms(self, text: str) -> dict[str, float]:
         return terms(self.prepare(text), self.language)
 
-    def score(self, position: int, query: Vector) -> float:
+    def score(self, position: int, query: Vector, per_topic: dict | None = None) -> float:
+        """`per_topic`: one dict per query, shared by its calls: the topic's part of the score
+        is the same for every entry of that topic (most of the work: a topic has the phrasings
+        of every condition), so it is computed once."""
         topic = self.topic[position]
+        parts = None if per_topic is None else per_topic.get(topic)
+        if parts is None:
+            parts = (
+                WEIGHT_TOPIC_PHRASING * _best_cosine(query, self.topic_phrasings[topic]),
+                WEIGHT_TOPIC * _cosine(query, self.topic_centroid[topic]),
+            )
+            if per_topic is not None:
+                per_topic[topic] = parts
         return (
             WEIGHT_PHRASING * _best_cosine(query, self.best[position])
-            + WEIGHT_TOPIC_PHRASING * _best_cosine(query, self.topic_phrasings[topic])
-            + WEIGHT_TOPIC * _cosine(query, self.topic_centroid[topic])
+            + parts[0]
+            + parts[1]
             + WEIGHT_ANSWER * _cosine(query, self.answer[position])
         )
 
@@ -511,6 +522,7 @@ class FaqIndex:
         named = set(self.mentioned_labels(question))
         scoped = {label} | named if label is not None else named
         matches: list[tuple[float, int, FaqMatch]] = []
+        per_topic: dict[str, tuple[float, float]] = {}
         for position, entry in enumerate(self.entries):
             if entry.label is None:
                 factor, tier = 1.0, 0
@@ -523,7 +535,7 @@ class FaqIndex:
                 factor, tier = NO_CONTEXT_FACTOR, 1
             else:
                 continue
-            score = factor * index.score(position, query)
+            score = factor * index.score(position, query, per_topic)
             if score >= MIN_SCORE:
                 matches.append((score, tier, FaqMatch(entry, round(min(score, 1.0), 4))))
         matches.sort(key=lambda item: (-item[0], item[1]))

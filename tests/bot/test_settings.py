@@ -59,3 +59,14 @@ def test_bad_values_name_the_setting(env, named):
     with pytest.raises(SettingsError) as caught:
         Settings.from_env(env)
     assert str(caught.value).startswith(named)
+
+
+def test_inference_and_telegram_rate_settings():
+    defaults = Settings.from_env({})
+    assert defaults.inference == "fp32" and defaults.telegram_max_rate == 30
+    settings = Settings.from_env({"SKINCARE_INFERENCE": "FP32", "SKINCARE_TELEGRAM_MAX_RATE": "0"})
+    assert settings.inference == "fp32" and settings.telegram_max_rate == 0
+    with pytest.raises(SettingsError, match="SKINCARE_INFERENCE"):
+        Settings.from_env({"SKINCARE_INFERENCE": "int8"})
+    with pytest.raises(SettingsError, match="SKINCARE_TELEGRAM_MAX_RATE"):
+        Settings.from_env({"SKINCARE_TELEGRAM_MAX_RATE": "-1"})

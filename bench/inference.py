@@ -1,0 +1,193 @@
+"""Inference speed: a naive loop against the optimised Predictor, side by side in one run.
+
+    python bench/inference.py [--seconds 8] [--models bundled,resnet50] [--concurrency 1,4,16]
+
+For each model: the naive loop (eager fp32, NCHW, batch 1, one request at a time: preprocess,
+forward, softmax) and the Predictor as the bot runs it (Classifier with SKINCARE_INFERENCE=auto:
+channels-last, bf16 graph where the CPU has native bf16, close calls rechecked in fp32; dynamic
+batching of concurrent requests, up to 16 a pass) under 1, 4 and 16 concurrent requests, each a
+closed loop (a client sends its next photo when its answer arrives), plus the fp32 Predictor at
+the highest concurrency (what a CPU without bf16 gets). Inputs are decoded real photos from the
+shared dataset, so preprocessing (resize, crop, normalise) is in every figure, as in the bot.
+
+ResNet-50 (timm `resnet50`, random weights: speed does not depend on them) runs without the fp32
+recheck: its random outputs are all close calls, which says nothing about a trained model. For
+the bundled model the recheck is on, as served. The machine may be shared: the ratios, measured
+within one run, are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import dataclasses
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from diagnosis.bundle import BUNDLED_MODEL_DIR, Bundle, create_model, load_bundle  # noqa: E402
+from diagnosis.predictor import (  # noqa: E402
+    RECHECK_MARGIN,
+    Classifier,
+    Predictor,
+    configure_threads,
+    cpu_has_native_bf16,
+    preprocess,
+)
+
+DATASET = ROOT.parent / "shared/datasets/skin-photos"
+
+
+@dataclasses.dataclass
+class Run:
+    name: str
+    images_per_s: float
+    latencies: list[float]
+    batches: int | None = None
+    rechecked: float | None = None
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def load_photos(count: int, seed: int = 0) -> list[Image.Image]:
+    paths = sorted(DATASET.rglob("*.jpg"))
+    chosen = random.Random(seed).sample(paths, count)
+    return [Image.open(path).convert("RGB") for path in chosen]
+
+
+def model_bundle(name: str) -> tuple[Bundle, float]:
+    """The bundle to measure and the recheck margin it is served with."""
+    bundle = load_bundle(BUNDLED_MODEL_DIR)
+    if name == "bundled":
+        return bundle, RECHECK_MARGIN
+    torch.manual_seed(0)
+    card = dataclasses.replace(bundle.card, architecture=name)
+    return Bundle(card, create_model(name, card.num_classes).eval(), bundle.path), 0.0
+
+
+def naive_loop(bundle: Bundle, photos: list[Image.Image], seconds: float) -> Run:
+    model = copy.deepcopy(bundle.model).eval()  # as loaded: NCHW, fp32, eager
+    latencies = []
+    with torch.inference_mode():
+        model(preprocess(photos[0], bundle.card).unsqueeze(0))  # first-call set-up
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds or len(latencies) < 3:
+            photo = photos[len(latencies) % len(photos)]
+            t0 = time.perf_counter()
+            logits = model(preprocess(photo, bundle.card).unsqueeze(0))
+            torch.softmax(logits / bundle.card.temperature, dim=1)
+            latencies.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - started
+    return Run("naive loop (fp32, batch 1)", len(latencies) / elapsed, latencies)
+
+
+async def predictor_run(
+    predictor: Predictor, photos: list[Image.Image], clients: int, seconds: float, name: str
+) -> Run:
+    latencies: list[float] = []
+    await predictor.predict(photos[0])  # warm: the graph is built, oneDNN primitives cached
+    batches_before = predictor.batches_run
+    rechecked_before = predictor.classifier.rechecked
+    deadline = time.perf_counter() + seconds
+
+    async def client(index: int) -> None:
+        n = index
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            await predictor.predict(photos[n % len(photos)])
+            latencies.append(time.perf_counter() - t0)
+            n += clients
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    elapsed = time.perf_counter() - started
+    batches = predictor.batches_run - batches_before
+    rechecked = (predictor.classifier.rechecked - rechecked_before) / max(1, len(latencies))
+    return Run(name, len(latencies) / elapsed, latencies, batches, rechecked)
+
+
+def print_runs(title: str, runs: list[Run]) -> None:
+    naive = runs[0].images_per_s
+    print(f"\n{title}")
+    print(
+        f"  {'':40s} {'x naive':>8s} {'images/s':>9s} {'p50 ms':>8s} {'p95 ms':>8s} "
+        f"{'photos/pass':>11s} {'rechecked':>9s}"
+    )
+    for run in runs:
+        per_pass = f"{len(run.latencies) / run.batches:.1f}" if run.batches else "1"
+        rechecked = f"{run.rechecked:.0%}" if run.rechecked is not None else "-"
+        print(
+            f"  {run.name:40s} {run.images_per_s / naive:7.2f}x {run.images_per_s:9.1f} "
+            f"{run.percentile(0.5):8.0f} {run.percentile(0.95):8.0f} {per_pass:>11s} "
+            f"{rechecked:>9s}",
+            flush=True,
+        )
+
+
+async def measure(name: str, photos, concurrency: list[int], seconds: float) -> list[Run]:
+    bundle, margin = model_bundle(name)
+    runs = [naive_loop(bundle, photos, seconds)]
+    classifier = Classifier(bundle, inference="auto", recheck_margin=margin)
+    precision = classifier.precision
+    if margin and precision == "bf16":
+        precision += " + fp32 recheck"
+    predictor = Predictor(classifier, max_batch=16, max_wait_ms=5.0, warm_up=True)
+    try:
+        for clients in concurrency:
+            runs.append(
+                await predictor_run(
+                    predictor, photos, clients, seconds, f"Predictor {precision}, {clients} conc."
+                )
+            )
+    finally:
+        await predictor.close()
+    if classifier.precision != "fp32":
+        fp32 = Predictor(Classifier(bundle, inference="fp32"), max_batch=16, warm_up=True)
+        try:
+            top = max(concurrency)
+            runs.append(
+                await predictor_run(fp32, photos, top, seconds, f"Predictor fp32, {top} conc.")
+            )
+        finally:
+            await fp32.close()
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    parser.add_argument("--models", default="bundled,resnet50")
+    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--photos", type=int, default=64)
+    args = parser.parse_args()
+    threads = configure_threads()
+    photos = load_photos(args.photos)
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    print(
+        f"{threads} torch threads, native bf16: {cpu_has_native_bf16()}, "
+        f"torch {torch.__version__}; "
+        f"{args.seconds:.0f} s per measurement; {len(photos)} real photos (decoded, "
+        "preprocessing included); closed-loop clients"
+    )
+    for name in args.models.split(","):
+        runs = asyncio.run(measure(name, photos, concurrency, args.seconds))
+        version = load_bundle(BUNDLED_MODEL_DIR).card.version
+        print_runs(f"{name}{f' ({version})' if name == 'bundled' else ''}", runs)
+    print(
+        "\nx naive: images/s over the naive loop's, same run. p50/p95: per request, queueing "
+        "included. The machine may be shared with other work: compare ratios, not absolutes."
+    )
+
+
+if __name__ == "__main__":
+    main()
