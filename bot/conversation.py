@@ -579,7 +579,9 @@ class Conversation:
                     for label in {entry.label for entry in entries if entry.label}
                     if (condition := await self.knowledge.condition(label)) is not None
                 ]
-                self._index, self._index_key = FaqIndex(entries, conditions), key
+                # About half a second of CPU: off the event loop, so other chats go on.
+                index = await asyncio.to_thread(FaqIndex, entries, conditions)
+                self._index, self._index_key = index, key
         return self._index
 
     # ---- anything else ------------------------------------------------------------------------
