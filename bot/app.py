@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from bot.conversation import Conversation, FloodLimit
 from bot.settings import Settings, SettingsError
-from diagnosis.bundle import BundleError, load_bundle
-from diagnosis.predictor import Classifier, Predictor, configure_threads
+from diagnosis.bundle import BundleError, read_card
+from diagnosis.onnx_classifier import OnnxClassifier, onnx_problem, onnxruntime_available
+from diagnosis.prediction import Classifier, Predictor
 from knowledge.resilient import ResilientKnowledge
 from knowledge.store import KnowledgeStore, StoreError
 from knowledge.stores import open_store, seed
@@ -73,17 +74,15 @@ def load_predictor(settings: Settings) -> Predictor | None:
         )
         return None
     try:
-        bundle = load_bundle(settings.model_path)
+        classifier = load_classifier(settings)
     except BundleError as exc:
         raise SettingsError(f"SKINCARE_MODEL: {exc}") from exc
-    threads = configure_threads()
-    classifier = Classifier(bundle, inference=settings.inference)
     log.info(
         "Model %s (%s) loaded; inference %s on %d threads",
-        bundle.card.version,
-        bundle.card.architecture,
+        classifier.version,
+        classifier.card.architecture,
         classifier.precision,
-        threads,
+        classifier.threads,
     )
     return Predictor(
         classifier,
@@ -91,6 +90,35 @@ def load_predictor(settings: Settings) -> Predictor | None:
         max_wait_ms=settings.batch_wait_ms,
         warm_up=True,
     )
+
+
+def choose_runtime(settings: Settings) -> str:
+    """ "onnx" or "torch" for SKINCARE_RUNTIME; "auto" says in the log why it is torch."""
+    if settings.runtime == "torch":
+        return "torch"
+    if settings.inference != "fp32":
+        return "torch"  # bf16 exists on torch only (settings refuse onnx with it)
+    problem = onnx_problem(settings.model_path, read_card(settings.model_path))
+    if problem is None and not onnxruntime_available():
+        problem = "the onnxruntime package is not installed"
+    if problem is None:
+        return "onnx"
+    if settings.runtime == "onnx":
+        raise SettingsError(f"SKINCARE_RUNTIME=onnx: {problem}")
+    log.warning("Serving the model with torch: %s", problem)
+    return "torch"
+
+
+def load_classifier(settings: Settings) -> Classifier:
+    if choose_runtime(settings) == "onnx":
+        return OnnxClassifier(settings.model_path)
+    # torch only here: importing it costs ~500 MB and 1.6 s of start-up
+    from diagnosis.bundle import load_bundle
+    from diagnosis.predictor import Classifier as TorchClassifier
+    from diagnosis.predictor import configure_threads
+
+    configure_threads()
+    return TorchClassifier(load_bundle(settings.model_path), inference=settings.inference)
 
 
 def build_assistant(settings: Settings) -> Assistant:

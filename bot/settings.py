@@ -16,7 +16,7 @@ from pathlib import Path
 from bot.admin_auth import is_password_hash
 from diagnosis.bundle import BUNDLED_MODEL_DIR
 from diagnosis.intake import IntakeLimits
-from diagnosis.predictor import INFERENCE_MODES
+from diagnosis.prediction import INFERENCE_MODES, RUNTIMES
 from diagnosis.quality import QualityThresholds
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +54,9 @@ class Settings:
     # fp32 by default: for the bundled model, bf16 plus the fp32 rechecks that keep its urgent
     # referrals is slower than fp32 on this CPU (docs/performance.md); "auto" opts into bf16.
     inference: str = "fp32"
+    # auto: ONNX Runtime when the bundle has a current model.onnx and inference is fp32 (twice
+    # the speed and 500 MB less memory than torch here, same answers), else torch.
+    runtime: str = "auto"
     telegram_max_rate: float = 30.0  # messages/s to Telegram in all (its limit); 0: no limit
     intake: IntakeLimits = field(default_factory=IntakeLimits)
     quality: QualityThresholds = field(default_factory=QualityThresholds)
@@ -92,6 +95,7 @@ class Settings:
             ),
             batch_wait_ms=reader.number("SKINCARE_BATCH_WAIT_MS", defaults.batch_wait_ms, 0, 1000),
             inference=reader.choice("SKINCARE_INFERENCE", INFERENCE_MODES, defaults.inference),
+            runtime=reader.choice("SKINCARE_RUNTIME", RUNTIMES, defaults.runtime),
             telegram_max_rate=reader.number(
                 "SKINCARE_TELEGRAM_MAX_RATE", defaults.telegram_max_rate, 0, 10_000
             ),
@@ -136,6 +140,11 @@ class Settings:
             reader.fail(
                 "SKINCARE_ADMIN_PASSWORD_HASH",
                 "is not a password hash: make one with `python -m bot hash-password`",
+            )
+        if self.runtime == "onnx" and self.inference != "fp32":
+            reader.fail(
+                "SKINCARE_RUNTIME",
+                f"onnx computes in fp32 only; SKINCARE_INFERENCE={self.inference} needs torch",
             )
         if self.model_explicit and not self.model_path.is_dir():
             reader.fail("SKINCARE_MODEL", f"{self.model_path} is not a model bundle folder")

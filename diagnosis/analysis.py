@@ -9,7 +9,7 @@ from typing import Any
 from PIL import Image
 
 from diagnosis.intake import ImageRejected, IntakeLimits, open_photo
-from diagnosis.predictor import Prediction, Predictor
+from diagnosis.prediction import Prediction, Predictor
 from diagnosis.quality import QualityReport, QualityThresholds, check_quality
 
 

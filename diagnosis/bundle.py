@@ -12,14 +12,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:  # torch is imported where weights are read or written, not for the card:
+    import torch  # the bot serving model.onnx reads the card and never loads torch
 
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.safetensors"
+ONNX_FILE = "model.onnx"  # optional: the same weights for ONNX Runtime (onnx_export.py)
 CARD_FORMAT = 1
 
 # Where `make run` looks when SKINCARE_MODEL is not set. The training pipeline writes here.
@@ -49,6 +49,8 @@ class ModelCard:
     urgent_threshold: float = 0.2
     version: str = "0"
     weights_sha256: str = ""
+    onnx_sha256: str = ""  # of model.onnx, when the bundle has one
+    onnx_weights_sha256: str = ""  # weights_sha256 of the weights model.onnx was exported from
     metrics: dict[str, Any] = field(default_factory=dict)
     training_data: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
@@ -136,6 +138,8 @@ def save_bundle(
     model: torch.nn.Module, card: ModelCard, directory: Path, half: bool = False
 ) -> Path:
     """Write weights and card; the card records the weights' checksum."""
+    from safetensors.torch import save_file
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
@@ -187,6 +191,9 @@ def load_bundle(directory: Path | str) -> Bundle:
         raise BundleError(
             f"{weights}: checksum does not match the model card (corrupt or replaced weights)"
         )
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--workers", type=int, default=2)
+    export = commands.add_parser(
+        "export-onnx", help="add model.onnx to a bundle (what the bot serves by default)"
+    )
+    export.add_argument("--bundle", type=Path, default=None, help="default: the bundled model")
     review = commands.add_parser("review", help="Grad-CAM grid of misclassified photos")
     review.add_argument("--bundle", type=Path, default=None, help="default: the bundled model")
     review.add_argument("--data", type=Path, required=True)
@@ -117,7 +121,21 @@ def main(argv: list[str] | None = None) -> int:
         return evaluate_command(args)
     if args.command == "review":
         return review_command(args)
+    if args.command == "export-onnx":
+        return export_command(args)
     return EXIT_USAGE
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from diagnosis.onnx_export import export_onnx
+
+    try:
+        path = export_onnx(args.bundle or default_bundle_dir()[0])
+    except BundleError as exc:
+        print(f"Cannot export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB); the model card records it")
+    return EXIT_OK
 
 
 def train_command(args: argparse.Namespace) -> int:

@@ -7,16 +7,11 @@ input. It is cheap (one forward and one partial backward pass) and needs no chan
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-# A spread this small next to the peak is float noise, not location; stretching it to [0, 1]
-# would invent a hot spot. Relative, because CAM magnitudes vary by orders between models.
-_FLAT = 1e-5
+from diagnosis.heatmap import overlay_png, stretch_to_unit  # noqa: F401 - overlay_png re-exported
 
 
 def target_layer(model: torch.nn.Module) -> torch.nn.Module:
@@ -87,38 +82,6 @@ def grad_cam(
             weights = gradients.float().mean(dim=(2, 3), keepdim=True)
             cam = torch.relu((weights * activations).sum(dim=1, keepdim=True))
             cam = F.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)
-            cam = cam[0, 0]
-            low, high = cam.min(), cam.max()
-            spread = float(high - low)
-            if not np.isfinite(spread) or spread <= _FLAT * float(high):
-                return np.zeros((height, width), dtype=np.float32)
-            cam = (cam - low) / spread
-            return cam.clamp_(0.0, 1.0).cpu().numpy().astype(np.float32, copy=False)
+            return stretch_to_unit(cam[0, 0].cpu().numpy())
     finally:
         handle.remove()
-
-
-def _jet(values: np.ndarray) -> np.ndarray:
-    """Jet colormap: [0, 1] -> RGB floats in [0, 1], dark blue through green to dark red."""
-    v = np.clip(values, 0.0, 1.0)[..., None]
-    centres = np.array([0.75, 0.5, 0.25], dtype=np.float32)  # where R, G and B peak
-    return np.clip(1.5 - np.abs(4.0 * (v - centres)), 0.0, 1.0)
-
-
-def overlay_png(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45) -> bytes:
-    """The heatmap, coloured, blended over `image` at its size; PNG bytes."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be within [0, 1], got {alpha}")
-    heat = np.asarray(heatmap, dtype=np.float32)
-    if heat.ndim != 2:
-        raise ValueError(f"heatmap must be 2-D, got shape {heat.shape}")
-    heat = np.nan_to_num(heat, nan=0.0, posinf=1.0, neginf=0.0)
-    photo = image.convert("RGB")
-    resized = Image.fromarray(heat).resize(photo.size, Image.Resampling.BILINEAR)
-    colours = _jet(np.asarray(resized, dtype=np.float32))
-    pixels = np.asarray(photo, dtype=np.float32) / 255.0
-    blended = (1.0 - alpha) * pixels + alpha * colours
-    out = Image.fromarray(np.round(blended * 255.0).clip(0, 255).astype(np.uint8))
-    buffer = io.BytesIO()
-    out.save(buffer, format="PNG")
-    return buffer.getvalue()

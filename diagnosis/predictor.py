@@ -1,9 +1,8 @@
-"""From checked images to calibrated predictions.
+"""The torch back-end: a bundle's timm model as a `Classifier` for `diagnosis.prediction`.
 
-`Classifier` is the synchronous model wrapper (preprocessing from the model card, temperature
-scaling, top-3, abstention, Grad-CAM). `Predictor` is its asyncio face: calls from many chats are
-queued, gathered into small batches and run on one worker thread, so the event loop never blocks
-on the model and concurrent photos share a forward pass.
+It serves any bundle (the ONNX back-end needs the bundle's model.onnx) and is what training,
+evaluation and `SKINCARE_RUNTIME=torch` use. `Predictor` (in diagnosis.prediction, re-exported
+here) is its asyncio face: concurrent photos are batched on one worker thread.
 
 Speed on CPU (docs/performance.md has the measurements): the model runs as frozen TorchScript
 graphs, channels-last, batch-norm folded into the convolutions; in bf16 where the CPU computes it
@@ -16,29 +15,34 @@ threshold, urgent threshold) is computed again in fp32, which keeps 99.96 % of t
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import math
 import os
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
 from diagnosis.bundle import Bundle, ModelCard
 
+# The torch-free parts, re-exported for the callers that use this torch back-end.
+from diagnosis.prediction import (  # noqa: F401
+    INFERENCE_MODES,
+    TOP_K,
+    Prediction,
+    Predictor,
+    RankedLabel,
+    center_crop_like,
+    predictions_from_logits,
+    preprocess_array,
+)
+
 log = logging.getLogger(__name__)
 
-TOP_K = 3
-INFERENCE_MODES = ("auto", "fp32", "bf16")
 # A bf16 answer whose top-2 gap (in temperature-scaled logits), or whose best or malignant
 # probability's distance to the abstention or urgent threshold (in log-odds), is below this is
 # recomputed in fp32: on the 5,262 shared photos that is 31 % of them, and it takes top-1
@@ -50,64 +54,10 @@ _CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 # Lite0 in bf16 ran 15 % faster at 8 than at 16 (activations stay in cache), ResNet-50 the same.
 MICRO_BATCH = 8
 
-_INTERPOLATIONS = {
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-    "lanczos": Image.Resampling.LANCZOS,
-}
-
-
-@dataclass(frozen=True)
-class RankedLabel:
-    label: str
-    name_en: str
-    name_ko: str
-    prob: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    top: tuple[RankedLabel, ...]  # the TOP_K most likely labels, most likely first
-    probabilities: dict[str, float]  # every label, temperature-scaled
-    abstain: bool  # True: the model should say "I can't tell"
-    urgent: bool  # True: possible skin cancer, whatever the top answer (card's referral rule)
-    model_version: str
-
-    @property
-    def best(self) -> RankedLabel:
-        return self.top[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "top": [
-                {"label": r.label, "name_en": r.name_en, "name_ko": r.name_ko, "prob": r.prob}
-                for r in self.top
-            ],
-            "abstain": self.abstain,
-            "urgent": self.urgent,
-            "model": self.model_version,
-        }
-
 
 def preprocess(image: Image.Image, card: ModelCard) -> torch.Tensor:
-    """Resize the short side, centre-crop to the card's input size, normalise: a CHW tensor."""
-    _, height, width = card.input_size
-    interpolation = _INTERPOLATIONS.get(card.interpolation, Image.Resampling.BICUBIC)
-    scale_to = max(height, width) / card.crop_pct
-    ratio = scale_to / min(image.size)
-    resized = image.resize(
-        (max(width, round(image.width * ratio)), max(height, round(image.height * ratio))),
-        interpolation,
-    )
-    left = (resized.width - width) // 2
-    top = (resized.height - height) // 2
-    cropped = resized.crop((left, top, left + width, top + height))
-    pixels = np.asarray(cropped, dtype=np.float32) / 255.0
-    pixels = (pixels - np.asarray(card.mean, dtype=np.float32)) / np.asarray(
-        card.std, dtype=np.float32
-    )
-    return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+    """`preprocess_array` as a CHW tensor."""
+    return torch.from_numpy(preprocess_array(image, card))
 
 
 @cache
@@ -177,6 +127,7 @@ class Classifier:
         self.model = bundle.model.eval().to(memory_format=torch.channels_last)
         self.version = bundle.card.version
         self.precision = resolve_inference(inference)
+        self.threads = torch.get_num_threads()
         self.recheck_margin = recheck_margin
         self.rechecked = 0  # bf16 answers close to a decision, computed again in fp32
         self._graphs: dict[torch.dtype, Callable[[torch.Tensor], torch.Tensor]] = {}
@@ -272,31 +223,7 @@ class Classifier:
         return self.predictions(self.logits(images))
 
     def predictions(self, logits: torch.Tensor) -> list[Prediction]:
-        probabilities = torch.softmax(logits / self.card.temperature, dim=1)
-        return [self._prediction(row) for row in probabilities.numpy()]
-
-    def _prediction(self, probs: np.ndarray) -> Prediction:
-        card = self.card
-        order = np.argsort(-probs)[:TOP_K]
-        top = tuple(
-            RankedLabel(
-                label=card.labels[i],
-                name_en=card.display_name(card.labels[i], "en"),
-                name_ko=card.display_name(card.labels[i], "ko"),
-                prob=round(float(probs[i]), 4),
-            )
-            for i in order
-        )
-        best = top[0]
-        abstain = best.prob < card.abstain_threshold or best.label == card.other_label
-        malignant = sum(float(probs[card.labels.index(label)]) for label in card.malignant_labels)
-        return Prediction(
-            top=top,
-            probabilities={label: float(p) for label, p in zip(card.labels, probs, strict=True)},
-            abstain=abstain,
-            urgent=bool(card.malignant_labels) and malignant >= card.urgent_threshold,
-            model_version=self.version,
-        )
+        return predictions_from_logits(logits.float().numpy(), self.card)
 
     def gradcam_png(self, image: Image.Image, label: str | None = None) -> bytes:
         """A heatmap of where the model looked for `label` (default: its top answer)."""
@@ -305,116 +232,4 @@ class Classifier:
         tensor = preprocess(image, self.card).unsqueeze(0)
         class_index = self.card.labels.index(label) if label else None
         heatmap = grad_cam(self.model, tensor, class_index)
-        return overlay_png(_center_crop_like(image, self.card), heatmap)
-
-
-def _center_crop_like(image: Image.Image, card: ModelCard) -> Image.Image:
-    """The part of the photo the model saw, at a size that is pleasant to look at."""
-    _, height, width = card.input_size
-    side = min(image.size) * card.crop_pct
-    aspect = width / height
-    crop_w, crop_h = (side * aspect, side) if aspect <= 1 else (side, side / aspect)
-    left = (image.width - crop_w) / 2
-    top = (image.height - crop_h) / 2
-    return image.crop((round(left), round(top), round(left + crop_w), round(top + crop_h)))
-
-
-@dataclass
-class _Request:
-    image: Image.Image
-    future: asyncio.Future
-
-
-class Predictor:
-    """Async, batching front of a Classifier.
-
-    Requests wait at most `max_wait_ms` for company and are run `max_batch` at a time on a
-    single worker thread (so the model is never used by two threads at once).
-    """
-
-    def __init__(
-        self,
-        classifier: Classifier,
-        max_batch: int = 16,
-        max_wait_ms: float = 5.0,
-        warm_up: bool = False,
-    ):
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
-        self.classifier = classifier
-        self.max_batch = max_batch
-        self.max_wait = max_wait_ms / 1000.0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predictor")
-        if warm_up:
-            # On the worker thread, ahead of any request (they queue behind it), while the rest
-            # of start-up goes on; a failure is logged and the first request builds it again.
-            self._executor.submit(self._warm_up)
-        self._queue: asyncio.Queue[_Request] | None = None
-        self._batcher: asyncio.Task | None = None
-        self.batches_run = 0  # observability: how many forward passes served the requests
-
-    @property
-    def card(self) -> ModelCard:
-        return self.classifier.card
-
-    def _warm_up(self) -> None:
-        try:
-            self.classifier.warm_up()
-        except Exception:  # noqa: BLE001 - start-up goes on; requests will show the problem
-            log.exception("model warm-up failed")
-
-    async def predict(self, image: Image.Image) -> Prediction:
-        self._ensure_started()
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(image, future))
-        return await future
-
-    async def predict_many(self, images: list[Image.Image]) -> list[Prediction]:
-        return list(await asyncio.gather(*(self.predict(image) for image in images)))
-
-    async def gradcam_png(self, image: Image.Image, label: str | None = None) -> bytes:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.classifier.gradcam_png, image, label)
-
-    async def close(self) -> None:
-        if self._batcher is not None:
-            self._batcher.cancel()
-            try:
-                await self._batcher
-            except asyncio.CancelledError:
-                pass
-            self._batcher = None
-        self._executor.shutdown(wait=True)
-
-    def _ensure_started(self) -> None:
-        if self._batcher is None or self._batcher.done():
-            self._queue = asyncio.Queue()
-            self._batcher = asyncio.get_running_loop().create_task(self._run_batches())
-
-    async def _run_batches(self) -> None:
-        loop = asyncio.get_running_loop()
-        queue = self._queue
-        while True:
-            batch = [await queue.get()]
-            # Give concurrent callers a moment to join this forward pass. A plain sleep and
-            # get_nowait avoid cancelling a pending get(), which can drop an item on 3.11.
-            if queue.qsize() < self.max_batch - 1:
-                await asyncio.sleep(self.max_wait)
-            while len(batch) < self.max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
-            batch = [request for request in batch if not request.future.cancelled()]
-            if not batch:
-                continue
-            try:
-                predictions = await loop.run_in_executor(
-                    self._executor, self.classifier.predict_batch, [r.image for r in batch]
-                )
-            except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
-                continue
-            self.batches_run += 1
-            for request, prediction in zip(batch, predictions, strict=True):
-                if not request.future.done():
-                    request.future.set_result(prediction)
+        return overlay_png(center_crop_like(image, self.card), heatmap)

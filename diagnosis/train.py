@@ -39,6 +39,7 @@ from diagnosis.data import (
 )
 from diagnosis.evaluate import SPLIT_FILE, evaluate_bundle
 from diagnosis.metrics import compute_metrics
+from diagnosis.onnx_export import export_onnx
 
 log = logging.getLogger(__name__)
 
@@ -452,6 +453,7 @@ def train(config: TrainConfig) -> TrainResult:
     )
     model.cpu()
     save_bundle(model, card, out_dir, half=config.half_bundle)
+    export_onnx(out_dir, card)  # what the bot serves; exported from the weights just saved
     # Test figures come from the saved bundle through the serving path, as `evaluate` computes
     # them, so that the card's numbers are reproducible from the files alone.
     test_metrics = evaluate_bundle(

@@ -103,3 +103,19 @@ def test_close_calls_are_what_keeps_bf16_answers(bundle, batch, reference):
     alone = compare(Classifier(bundle, inference="bf16", recheck_margin=0), batch, reference)
     assert alone["top1"] >= 0.9, alone
     assert alone["max_prob_diff"] < MAX_PROB_DIFF_BF16, alone
+
+
+def test_onnx_runtime_gives_the_fp32_answers(bundle, batch, reference):
+    from diagnosis.onnx_classifier import OnnxClassifier, onnx_problem
+
+    if onnx_problem(BUNDLED_MODEL_DIR):
+        pytest.fail(
+            f"the bundled model must ship a current model.onnx: {onnx_problem(BUNDLED_MODEL_DIR)}"
+        )
+    onnx = OnnxClassifier(BUNDLED_MODEL_DIR)
+    got = decisions(torch.from_numpy(onnx.forward(batch.numpy())), bundle.card)
+    want = decisions(reference, bundle.card)
+    for key in ("top", "abstain", "urgent"):
+        assert torch.equal(got[key], want[key]), key
+    # Same function, other kernels: float rounding only (measured ~1e-6).
+    assert float((got["probs"] - want["probs"]).abs().max()) < 1e-4
