@@ -3,12 +3,14 @@
     python bench/agreement.py [--limit N] [--data DIR] [--bundle DIR] [--batch 16]
 
 Every photo is decoded and preprocessed once; its logits then come from (1) the plain fp32 model
-(eager, NCHW, as before any optimisation: the reference), (2) the served fp32 path (channels-last),
-(3) bf16 alone (the frozen bf16 graph, no recheck) and (4) the served bf16 path (bf16, close calls
-recomputed in fp32). For each path: top-1 agreement with the reference, agreement of the abstain
-("I can't tell") and urgent ("see a dermatologist soon") decisions, the largest difference of any
-class probability, how many photos were rechecked in fp32, and its speed. bf16 paths are skipped
-on a CPU without native bf16 (emulated bf16 is slow and never served there).
+(eager, NCHW, as before any optimisation: the reference), (2) ONNX Runtime on the bundle's
+model.onnx (what the bot serves by default), (3) torch's served fp32 path (channels-last frozen
+graph), (4) bf16 alone (the frozen bf16 graph, no recheck) and (5) the served bf16 path (bf16,
+close calls recomputed in fp32). For each path: top-1 agreement with the reference, agreement
+of the abstain ("I can't tell") and urgent ("see a dermatologist soon") decisions, the largest
+difference of any class probability, how many photos were rechecked in fp32, and its speed.
+bf16 paths are skipped on a CPU without native bf16 (emulated bf16 is slow and never served
+there).
 
 Exit code 1 when a served path's top-1 agreement is under --min-agreement (default 0.995).
 """
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from diagnosis.bundle import BUNDLED_MODEL_DIR, ModelCard, load_bundle  # noqa: E402
+from diagnosis.onnx_classifier import OnnxClassifier, onnx_problem  # noqa: E402
 from diagnosis.predictor import (  # noqa: E402
     Classifier,
     configure_threads,
@@ -54,6 +57,21 @@ class PathResult:
     rechecked: int = 0
     disagreements: list[str] = field(default_factory=list)
     decisions: list[str] = field(default_factory=list)  # abstain/urgent differences
+
+
+class OnnxPath:
+    """OnnxClassifier with the torch Classifier's forward(tensor) -> tensor, for this loop."""
+
+    rechecked = 0
+
+    def __init__(self, directory: Path):
+        self.classifier = OnnxClassifier(directory)
+
+    def warm_up(self) -> None:
+        self.classifier.warm_up()
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.classifier.forward(batch.contiguous().numpy()))
 
 
 def decisions(logits: torch.Tensor, card: ModelCard) -> tuple[torch.Tensor, ...]:
@@ -89,10 +107,15 @@ def main() -> int:
     card = bundle.card
     plain = copy.deepcopy(bundle.model).eval()  # before Classifier makes it channels-last
     served_fp32 = Classifier(bundle, inference="fp32")
-    paths: list[tuple[str, Classifier | None, bool]] = [
-        ("plain fp32 (reference)", None, False),
-        ("served fp32 (channels-last)", served_fp32, True),
+    paths: list[tuple[str, Classifier | OnnxPath | None, bool]] = [
+        ("plain fp32 (reference)", None, False)
     ]
+    problem = onnx_problem(args.bundle)
+    if problem is None:
+        paths.append(("served ONNX Runtime fp32 (default)", OnnxPath(args.bundle), True))
+    else:
+        print(f"no ONNX Runtime path: {problem}")
+    paths.append(("served torch fp32 (channels-last)", served_fp32, True))
     native = cpu_has_native_bf16()
     if native:
         paths.append(

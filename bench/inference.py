@@ -3,17 +3,19 @@
     python bench/inference.py [--seconds 8] [--models bundled,resnet50] [--concurrency 1,4,16]
 
 For each model: the naive loop (eager fp32, NCHW, batch 1, one request at a time: preprocess,
-forward, softmax) and the Predictor as the bot runs it (Classifier with SKINCARE_INFERENCE=auto:
-channels-last, bf16 graph where the CPU has native bf16, close calls rechecked in fp32; dynamic
-batching of concurrent requests, up to 16 a pass) under 1, 4 and 16 concurrent requests, each a
-closed loop (a client sends its next photo when its answer arrives), plus the fp32 Predictor at
-the highest concurrency (what a CPU without bf16 gets). Inputs are decoded real photos from the
-shared dataset, so preprocessing (resize, crop, normalise) is in every figure, as in the bot.
+forward, softmax) and the Predictor as the bot runs it by default (ONNX Runtime, fp32, the
+bundle's model.onnx; dynamic batching of concurrent requests, up to 16 a pass) under 1, 4 and 16
+concurrent requests, each a closed loop (a client sends its next photo when its answer arrives);
+then, at the highest concurrency, the torch back-end (SKINCARE_RUNTIME=torch): fp32 frozen
+channels-last graph, and bf16 with fp32 rechecks where the CPU has native bf16. Inputs are
+decoded real photos from the shared dataset, so preprocessing (resize, crop, normalise) is in
+every figure, as in the bot.
 
-ResNet-50 (timm `resnet50`, random weights: speed does not depend on them) runs without the fp32
-recheck: its random outputs are all close calls, which says nothing about a trained model. For
-the bundled model the recheck is on, as served. The machine may be shared: the ratios, measured
-within one run, are what to compare.
+ResNet-50 (timm `resnet50`, random weights: speed does not depend on them; exported to ONNX in a
+temporary folder) runs bf16 without the fp32 recheck: its random outputs are all close calls,
+which says nothing about a trained model. For the bundled model the recheck is on, as it would
+be served with SKINCARE_INFERENCE=auto. The machine may be shared: the ratios, measured within
+one run, are what to compare.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import copy
 import dataclasses
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +36,15 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from diagnosis.bundle import BUNDLED_MODEL_DIR, Bundle, create_model, load_bundle  # noqa: E402
+from diagnosis.bundle import (  # noqa: E402
+    BUNDLED_MODEL_DIR,
+    Bundle,
+    create_model,
+    load_bundle,
+    save_bundle,
+)
+from diagnosis.onnx_classifier import OnnxClassifier  # noqa: E402
+from diagnosis.onnx_export import export_onnx  # noqa: E402
 from diagnosis.predictor import (  # noqa: E402
     RECHECK_MARGIN,
     Classifier,
@@ -97,7 +108,7 @@ async def predictor_run(
     latencies: list[float] = []
     await predictor.predict(photos[0])  # warm: the graph is built, oneDNN primitives cached
     batches_before = predictor.batches_run
-    rechecked_before = predictor.classifier.rechecked
+    rechecked_before = getattr(predictor.classifier, "rechecked", None)
     deadline = time.perf_counter() + seconds
 
     async def client(index: int) -> None:
@@ -112,7 +123,9 @@ async def predictor_run(
     await asyncio.gather(*(client(i) for i in range(clients)))
     elapsed = time.perf_counter() - started
     batches = predictor.batches_run - batches_before
-    rechecked = (predictor.classifier.rechecked - rechecked_before) / max(1, len(latencies))
+    rechecked = None
+    if rechecked_before is not None:
+        rechecked = (predictor.classifier.rechecked - rechecked_before) / max(1, len(latencies))
     return Run(name, len(latencies) / elapsed, latencies, batches, rechecked)
 
 
@@ -134,32 +147,39 @@ def print_runs(title: str, runs: list[Run]) -> None:
         )
 
 
+def onnx_bundle(name: str, bundle: Bundle, scratch: str) -> Path:
+    """A bundle folder with a current model.onnx: the bundled one, or this model exported."""
+    if name == "bundled":
+        return BUNDLED_MODEL_DIR
+    card = dataclasses.replace(bundle.card, architecture=name)
+    directory = save_bundle(bundle.model, card, Path(scratch) / name)
+    export_onnx(directory)
+    return directory
+
+
+async def serve(classifier, photos, clients: int, seconds: float, name: str) -> Run:
+    predictor = Predictor(classifier, max_batch=16, max_wait_ms=5.0, warm_up=True)
+    try:
+        return await predictor_run(predictor, photos, clients, seconds, name)
+    finally:
+        await predictor.close()
+
+
 async def measure(name: str, photos, concurrency: list[int], seconds: float) -> list[Run]:
     bundle, margin = model_bundle(name)
     runs = [naive_loop(bundle, photos, seconds)]
-    classifier = Classifier(bundle, inference="auto", recheck_margin=margin)
-    precision = classifier.precision
-    if margin and precision == "bf16":
-        precision += " + fp32 recheck"
-    predictor = Predictor(classifier, max_batch=16, max_wait_ms=5.0, warm_up=True)
-    try:
+    with tempfile.TemporaryDirectory() as scratch:
+        onnx = OnnxClassifier(onnx_bundle(name, bundle, scratch))
         for clients in concurrency:
-            runs.append(
-                await predictor_run(
-                    predictor, photos, clients, seconds, f"Predictor {precision}, {clients} conc."
-                )
-            )
-    finally:
-        await predictor.close()
-    if classifier.precision != "fp32":
-        fp32 = Predictor(Classifier(bundle, inference="fp32"), max_batch=16, warm_up=True)
-        try:
-            top = max(concurrency)
-            runs.append(
-                await predictor_run(fp32, photos, top, seconds, f"Predictor fp32, {top} conc.")
-            )
-        finally:
-            await fp32.close()
+            title = f"Predictor ONNX Runtime fp32, {clients} conc."
+            runs.append(await serve(onnx, photos, clients, seconds, title))
+    top = max(concurrency)
+    torch_fp32 = Classifier(bundle, inference="fp32")
+    runs.append(await serve(torch_fp32, photos, top, seconds, f"Predictor torch fp32, {top} conc."))
+    if cpu_has_native_bf16():
+        bf16 = Classifier(bundle, inference="bf16", recheck_margin=margin)
+        title = f"Predictor torch bf16{' + recheck' if margin else ''}, {top} conc."
+        runs.append(await serve(bf16, photos, top, seconds, title))
     return runs
 
 
@@ -174,7 +194,7 @@ def main() -> None:
     photos = load_photos(args.photos)
     concurrency = [int(c) for c in args.concurrency.split(",")]
     print(
-        f"{threads} torch threads, native bf16: {cpu_has_native_bf16()}, "
+        f"{threads} threads (torch and ONNX Runtime), native bf16: {cpu_has_native_bf16()}, "
         f"torch {torch.__version__}; "
         f"{args.seconds:.0f} s per measurement; {len(photos)} real photos (decoded, "
         "preprocessing included); closed-loop clients"
