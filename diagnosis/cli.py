@@ -26,6 +26,10 @@ CLI_BF16_MIN_PHOTOS = 32
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from diagnosis.train_config import TrainConfig
+
+    # TrainConfig's defaults, for --help; the folders are given on the command line.
+    TRAIN_DEFAULTS = TrainConfig(data_dir=Path("."), out_dir=Path("."))  # noqa: N806
     parser = argparse.ArgumentParser(prog="python -m diagnosis", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="analyse photos with a model bundle")
@@ -47,16 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--data", type=Path, required=True, help="manifest.csv folder or label folders"
     )
-    train.add_argument("--arch", default="tf_efficientnet_lite0", help="timm architecture")
+    train.add_argument("--arch", help=f"timm architecture (default {TRAIN_DEFAULTS.arch})")
     train.add_argument("--out", type=Path, required=True, metavar="BUNDLE_DIR")
-    train.add_argument("--epochs", type=int, default=12)
-    train.add_argument("--image-size", type=int, default=224)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--weight-decay", type=float, default=0.02)
-    train.add_argument("--patience", type=int, default=4, help="early stopping, in epochs")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--workers", type=int, default=2, help="data loading processes")
+    # Defaults come from TrainConfig (shown in --help), so that there is one set of them.
+    for flag, kind, what in (
+        ("--epochs", int, "epochs planned"),
+        ("--image-size", int, "input size in pixels"),
+        ("--batch-size", int, "photos per step"),
+        ("--lr", float, "peak learning rate"),
+        ("--weight-decay", float, "AdamW weight decay"),
+        ("--patience", int, "early stopping, in epochs without a val macro-F1 gain"),
+        ("--seed", int, "random seed"),
+        ("--workers", int, "data loading processes"),
+        ("--max-minutes", float, "stop starting epochs after this long; 0: no time budget"),
+    ):
+        default = getattr(TRAIN_DEFAULTS, flag[2:].replace("-", "_"))
+        train.add_argument(flag, type=kind, help=f"{what} (default {default})")
     train.add_argument("--pretrained", action="store_true", help="timm hub ImageNet weights")
     train.add_argument("--init-weights", type=Path, help="start from a local weights file")
     train.add_argument("--split", type=Path, dest="split_file", help="reuse a saved split.json")
@@ -66,11 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--version", help="model version for the card")
     train.add_argument("--full-precision", action="store_true", help="save fp32 weights")
     train.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --out")
-    train.add_argument("--max-minutes", type=float, help="stop starting epochs after this long")
     train.add_argument(
         "--augment",
         choices=("standard", "light"),
-        help="augmentation recipe (default standard; the bundled model used light)",
+        help=f"augmentation recipe (default {TRAIN_DEFAULTS.augment})",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     evaluate = commands.add_parser("evaluate", help="figures of a bundle on a photo folder")
@@ -139,7 +148,8 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from diagnosis.train import TrainConfig, train
+    from diagnosis.train import train
+    from diagnosis.train_config import TrainConfig
 
     options = {
         key: value

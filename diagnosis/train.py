@@ -40,6 +40,7 @@ from diagnosis.data import (
 from diagnosis.evaluate import SPLIT_FILE, evaluate_bundle
 from diagnosis.metrics import compute_metrics
 from diagnosis.onnx_export import export_onnx
+from diagnosis.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,39 +58,6 @@ CARD_METRICS = (
     "abstain_rate_named",
 )
 CHECKPOINT_FILE = "checkpoint.pt"
-
-
-@dataclass
-class TrainConfig:
-    data_dir: Path
-    out_dir: Path
-    arch: str = "tf_efficientnet_lite0"
-    image_size: int = 224
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.02
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    patience: int = 4
-    seed: int = 0
-    workers: int = 2
-    pretrained: bool = False  # timm hub weights (needs the internet)
-    init_weights: Path | None = None  # a local weights file to start from
-    split_file: Path | None = None  # reuse a saved split instead of making one
-    limit_per_class: int | None = None  # small runs: at most this many photos per label and split
-    teacher: Path | None = None  # a bundle whose soft labels the student also learns from
-    distill_alpha: float = 0.5
-    distill_temperature: float = 2.0
-    device: str = "auto"
-    max_other_confident: float = 0.2
-    min_malignant_sensitivity: float = 0.95
-    version: str | None = None
-    half_bundle: bool = True
-    resume: bool = True
-    max_minutes: float | None = None  # stop starting epochs after this long, then finish
-    augment: str = "standard"  # diagnosis.data.AUGMENTATIONS: "standard" or "light"
-    progress: bool = True
 
 
 @dataclass

@@ -7,6 +7,7 @@ OUT=${OUT:-out}
 RUN=/tmp/final
 $PY -m diagnosis train --data .devdata/photos --out $RUN --arch tf_efficientnet_lite0 \
   --init-weights .devdata/lite0_imagenet.safetensors --epochs ${EPOCHS:-20} --patience 8 \
+  --image-size 224 --augment standard \
   --lr ${LR:-5e-4} --batch-size 64 --workers 15 --device cuda --max-minutes ${MINUTES:-4.5} \
   --no-progress --no-resume --version "${VERSION:-lite0-224-v1}" > $OUT/train.log 2>&1
 echo "exit $?"; grep -E "epoch|bundle|test" $OUT/train.log | tail -n 25 | cut -c1-220

@@ -13,7 +13,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   COMMON="--limit-per-class 3 --image-size 64 --batch-size 8 --workers 0 --device cpu"
   E1=1; E2=1; W=0
 else
-  COMMON="--batch-size 64 --device cuda --max-minutes 3.0"
+  COMMON="--batch-size 64 --device cuda --max-minutes 3.0 --image-size 224 --augment standard"
   E1=${E1:-30}; E2=${E2:-40}; W=${W:-5}
 fi
 train() {  # name, timeout seconds, extra args...

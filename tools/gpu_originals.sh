@@ -57,7 +57,7 @@ if [ "${SMOKE:-0}" != 1 ] && { [ "$count" -ne 5262 ] || [ ! -f "$INIT" ]; }; the
 fi
 MINUTES=${MINUTES:-5}
 LIMIT=$(( ${MINUTES%.*} * 60 + 150 ))  # hard stop per run, should never bite
-COMMON="--data $DATA --split $SPLIT --arch tf_efficientnet_lite0 --init-weights $INIT --epochs 30
+COMMON="--data $DATA --split $SPLIT --arch tf_efficientnet_lite0 --init-weights $INIT --epochs 30 --image-size 224 --augment standard
   --patience 8 --batch-size 64 --workers 5 --device cuda --max-minutes $MINUTES --no-progress --no-resume"
 SMOKE_ARGS=""
 DEVICE=cuda

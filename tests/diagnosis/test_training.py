@@ -16,7 +16,9 @@ from diagnosis.calibration import (
 )
 from diagnosis.cli import main
 from diagnosis.data import Sample, load_split, read_samples, save_split, split_samples
-from diagnosis.train import TrainConfig, train
+from diagnosis.onnx_classifier import onnx_problem
+from diagnosis.train import train
+from diagnosis.train_config import TrainConfig
 
 
 def test_split_keeps_groups_on_one_side_and_is_stratified(dataset_dir):
@@ -122,6 +124,31 @@ def test_short_training_run_beats_chance_and_writes_a_complete_bundle(short_run)
     assert "non-commercial" in card["training_data"]["terms"]
     assert (short_run.bundle_dir / "split.json").is_file()
     assert not (short_run.bundle_dir / "checkpoint.pt").exists()
+    # What the bot serves by default, exported from the weights just saved.
+    assert onnx_problem(short_run.bundle_dir) is None
+
+
+def test_the_command_line_trains_with_the_config_defaults(monkeypatch, tmp_path):
+    """One set of defaults (TrainConfig's, the measured CPU configuration), not a second copy
+    in the argument parser."""
+    received = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(config):
+        received.append(config)
+        raise Stop
+
+    monkeypatch.setattr("diagnosis.train.train", fake_train)
+    with pytest.raises(Stop):
+        main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "out")])
+    defaults = TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "out")
+    assert received == [defaults]
+    assert (defaults.image_size, defaults.augment, defaults.max_minutes) == (192, "light", 32.0)
+    with pytest.raises(Stop):
+        main(["train", "--data", str(tmp_path), "--out", str(tmp_path), "--max-minutes", "0"])
+    assert received[-1].max_minutes == 0 and received[-1].image_size == 192
 
 
 def test_evaluate_reproduces_the_card_and_prints_json(short_run, dataset_dir, capsys, tmp_path):
