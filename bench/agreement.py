@@ -181,7 +181,7 @@ def main() -> int:
     for r in results:
         print(
             f"{r.name:36s} {r.top1 / n:8.2%} {r.abstain / n:8.2%} {r.urgent / n:8.2%} "
-            f"{r.max_prob_diff:9.4f} {r.rechecked / n:9.1%} {n / r.seconds:9.1f}"
+            f"{r.max_prob_diff:9.2g} {r.rechecked / n:9.1%} {n / r.seconds:9.1f}"
         )
         if r.served and r.top1 / n < args.min_agreement:
             failed = True

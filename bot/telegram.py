@@ -39,6 +39,7 @@ from telegram.ext import (
 
 from bot.conversation import Chatter, Conversation, Reply, user_key
 from bot.settings import Settings
+from bot.telegram_http import AiohttpRequest
 from bot.texts import language_for
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ class TelegramTransport:
                 )
             )
             .concurrent_updates(True)
+            # aiohttp instead of PTB's httpx: the HTTP client was the bot's largest CPU cost per
+            # text message (bot/telegram_http.py).
+            .request(AiohttpRequest())
+            .get_updates_request(AiohttpRequest(connection_pool_size=1))
         )
         # As PTB takes them: the token is appended, e.g. http://localhost:8081/bot<TOKEN>/getMe.
         if settings.telegram_base_url:
