@@ -80,7 +80,16 @@ async def require_admin(request: web.Request, handler):
         if not request.app[SIGNER].check_csrf(session, form.get("csrf")):
             raise web.HTTPForbidden(text="Invalid or missing CSRF token: reload the page.")
     request[SESSION] = session
-    return await handler(request)
+    if request.method != "POST":
+        return await handler(request)
+    try:
+        return await handler(request)
+    finally:
+        # Any admin change (a save, a delete, a rollback, an import) shows in this replica's
+        # next answer; the conversation otherwise reuses its FAQ list for up to a second.
+        knowledge = request.app[ASSISTANT].knowledge
+        if knowledge is not None:
+            knowledge.forget_faq()
 
 
 def _client(request: web.Request) -> str:

@@ -9,6 +9,7 @@ worse than none), so it raises `ClinicSearchUnavailable` and the bot says so.
 from __future__ import annotations
 
 import logging
+import time
 
 from knowledge.models import Clinic, Condition, FaqEntry
 from knowledge.store import KnowledgeStore, StoreError
@@ -20,11 +21,19 @@ class ClinicSearchUnavailable(Exception):
     """The store cannot search clinics right now; the bot tells the user to try later."""
 
 
+# The FAQ list is read for every question: listing and decoding all entries took 1.8 ms of the
+# ~9 ms of CPU a text message cost (docs/performance.md), so a list this fresh is reused. This
+# process's own admin edits are seen at once (`forget_faq`); another replica's within this time.
+FAQ_FRESH_S = 1.0
+
+
 class ResilientKnowledge:
-    def __init__(self, store: KnowledgeStore):
+    def __init__(self, store: KnowledgeStore, faq_fresh_s: float = FAQ_FRESH_S):
         self.store = store
+        self.faq_fresh_s = faq_fresh_s
         self._conditions: dict[str, Condition] = {}
         self._faq: dict[str | None, list[FaqEntry]] = {}
+        self._faq_read_at: dict[str | None, float] = {}  # monotonic time of the store read
         self.healthy = True  # whether the last call reached the store
 
     async def warm(self) -> None:
@@ -43,6 +52,7 @@ class ResilientKnowledge:
         # Key None means "all entries", as in `faq(None)`; general entries have label None too.
         by_label[None] = list(faq)
         self._faq = by_label
+        self._faq_read_at.clear()
 
     @property
     def loaded(self) -> tuple[int, int]:
@@ -61,7 +71,11 @@ class ResilientKnowledge:
         return condition
 
     async def faq(self, label: str | None = None) -> list[FaqEntry]:
-        """FAQ entries about `label`, or all of them when `label` is None."""
+        """FAQ entries about `label`, or all of them when `label` is None (read from the store
+        at most every `faq_fresh_s`)."""
+        read_at = self._faq_read_at.get(label)
+        if read_at is not None and time.monotonic() - read_at < self.faq_fresh_s:
+            return list(self._faq[label])
         try:
             entries = await self.store.list_faq(label)
         except StoreError as exc:
@@ -69,7 +83,12 @@ class ResilientKnowledge:
             return list(self._faq.get(label, []))
         self._mark_up()
         self._faq[label] = entries
-        return entries
+        self._faq_read_at[label] = time.monotonic()
+        return list(entries)
+
+    def forget_faq(self) -> None:
+        """After a change to the FAQ in this process: the next `faq` call reads the store."""
+        self._faq_read_at.clear()
 
     async def nearest_clinics(
         self,
