@@ -86,10 +86,10 @@ async def require_admin(request: web.Request, handler):
         return await handler(request)
     finally:
         # Any admin change (a save, a delete, a rollback, an import) shows in this replica's
-        # next answer; the conversation otherwise reuses its FAQ list for up to a second.
+        # next answer; the conversation otherwise reuses content read in the last second.
         knowledge = request.app[ASSISTANT].knowledge
         if knowledge is not None:
-            knowledge.forget_faq()
+            knowledge.forget()
 
 
 def _client(request: web.Request) -> str:

@@ -36,6 +36,7 @@ class Texts:
             undefined=StrictUndefined,  # a missing variable is a bug, not an empty sentence
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # no stat() of the template file on every reply; restart to edit
         )
 
     def render(self, template: str, lang: str, /, **context: Any) -> str:

@@ -21,19 +21,21 @@ class ClinicSearchUnavailable(Exception):
     """The store cannot search clinics right now; the bot tells the user to try later."""
 
 
-# The FAQ list is read for every question: listing and decoding all entries took 1.8 ms of the
-# ~9 ms of CPU a text message cost (docs/performance.md), so a list this fresh is reused. This
-# process's own admin edits are seen at once (`forget_faq`); another replica's within this time.
-FAQ_FRESH_S = 1.0
+# Care content is read for every answer: listing and decoding the FAQ took 1.8 ms of the ~9 ms
+# of CPU a text message cost (docs/performance.md), so what was read this recently is reused.
+# This process's own admin edits are seen at once (`forget`); another replica's within this time.
+FRESH_S = 1.0
 
 
 class ResilientKnowledge:
-    def __init__(self, store: KnowledgeStore, faq_fresh_s: float = FAQ_FRESH_S):
+    def __init__(self, store: KnowledgeStore, fresh_s: float = FRESH_S):
         self.store = store
-        self.faq_fresh_s = faq_fresh_s
+        self.fresh_s = fresh_s
         self._conditions: dict[str, Condition] = {}
         self._faq: dict[str | None, list[FaqEntry]] = {}
-        self._faq_read_at: dict[str | None, float] = {}  # monotonic time of the store read
+        # Monotonic times of the last good store reads, by what was read.
+        self._condition_read_at: dict[str, float] = {}
+        self._faq_read_at: dict[str | None, float] = {}
         self.healthy = True  # whether the last call reached the store
 
     async def warm(self) -> None:
@@ -52,7 +54,7 @@ class ResilientKnowledge:
         # Key None means "all entries", as in `faq(None)`; general entries have label None too.
         by_label[None] = list(faq)
         self._faq = by_label
-        self._faq_read_at.clear()
+        self.forget()
 
     @property
     def loaded(self) -> tuple[int, int]:
@@ -60,6 +62,9 @@ class ResilientKnowledge:
         return len(self._conditions), len(self._faq.get(None, []))
 
     async def condition(self, label: str) -> Condition | None:
+        """The care content of `label` (read from the store at most every `fresh_s`)."""
+        if self._fresh(self._condition_read_at.get(label)):
+            return self._conditions.get(label)
         try:
             condition = await self.store.get_condition(label)
         except StoreError as exc:
@@ -68,13 +73,15 @@ class ResilientKnowledge:
         self._mark_up()
         if condition is not None:
             self._conditions[label] = condition
+        else:
+            self._conditions.pop(label, None)
+        self._condition_read_at[label] = time.monotonic()
         return condition
 
     async def faq(self, label: str | None = None) -> list[FaqEntry]:
         """FAQ entries about `label`, or all of them when `label` is None (read from the store
-        at most every `faq_fresh_s`)."""
-        read_at = self._faq_read_at.get(label)
-        if read_at is not None and time.monotonic() - read_at < self.faq_fresh_s:
+        at most every `fresh_s`)."""
+        if self._fresh(self._faq_read_at.get(label)):
             return list(self._faq[label])
         try:
             entries = await self.store.list_faq(label)
@@ -86,9 +93,13 @@ class ResilientKnowledge:
         self._faq_read_at[label] = time.monotonic()
         return list(entries)
 
-    def forget_faq(self) -> None:
-        """After a change to the FAQ in this process: the next `faq` call reads the store."""
+    def forget(self) -> None:
+        """After a change to the content in this process: the next calls read the store."""
+        self._condition_read_at.clear()
         self._faq_read_at.clear()
+
+    def _fresh(self, read_at: float | None) -> bool:
+        return read_at is not None and time.monotonic() - read_at < self.fresh_s
 
     async def nearest_clinics(
         self,

@@ -89,18 +89,24 @@ async def test_recovers_when_the_store_comes_back(tmp_path):
     await store.close()
 
 
-async def test_faq_list_is_reused_briefly_and_forgotten_after_a_local_edit(tmp_path):
-    """Another replica's edit shows within `faq_fresh_s`; this process's own at once."""
+async def test_content_is_reused_briefly_and_forgotten_after_a_local_edit(tmp_path):
+    """Another replica's edit shows within `fresh_s`; this process's own at once."""
     store = SqliteStore(tmp_path / "k.sqlite3")
     await fill(store)
-    knowledge = ResilientKnowledge(store, faq_fresh_s=60)
+    knowledge = ResilientKnowledge(store, fresh_s=60)
     first = await knowledge.faq()
+    acne = await knowledge.condition("acne")
     await store.save_faq(make_faq("acne-diet"), 0, "other-replica")
+    edited = make_condition("acne")
+    edited.summary = {"en": "Edited elsewhere.", "ko": "다른 곳에서 고침."}
+    await store.save_condition(edited, acne.version, "other-replica")
     assert {entry.id for entry in await knowledge.faq()} == {entry.id for entry in first}
-    knowledge.forget_faq()
+    assert (await knowledge.condition("acne")).summary == acne.summary
+    knowledge.forget()
     assert "acne-diet" in {entry.id for entry in await knowledge.faq()}
+    assert (await knowledge.condition("acne")).summary["en"] == "Edited elsewhere."
 
-    always_fresh = ResilientKnowledge(store, faq_fresh_s=0)
+    always_fresh = ResilientKnowledge(store, fresh_s=0)
     await always_fresh.faq()
     await store.save_faq(make_faq("acne-sun"), 0, "other-replica")
     assert "acne-sun" in {entry.id for entry in await always_fresh.faq()}
