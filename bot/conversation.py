@@ -137,6 +137,7 @@ class Conversation:
         self.admin = AdminCommands(store, knowledge, self.texts, clock)
         self._index: FaqIndex | None = None
         self._index_key: tuple = ()
+        self._index_entries: list[FaqEntry] | None = None  # the list the index was checked on
         self._index_lock = asyncio.Lock()  # one build at a time: concurrent questions share it
 
     # ---- user state ------------------------------------------------------------------------
@@ -568,12 +569,14 @@ class Conversation:
         )
 
     async def _faq_index(self, entries: list[FaqEntry]) -> FaqIndex:
-        # Rebuilt only when an entry changed (an admin edit bumps its version).
-        key = tuple((entry.id, entry.version) for entry in entries)
-        if self._index is not None and key == self._index_key:
+        # Rebuilt only when an entry changed (an admin edit bumps its version). The knowledge
+        # returns the very same list while it is fresh: no need to compare the entries.
+        if self._index is not None and entries is self._index_entries:
             return self._index
+        key = tuple((entry.id, entry.version) for entry in entries)
         async with self._index_lock:
             if self._index is None or key != self._index_key:
+                self._index_entries = None
                 conditions = [
                     condition
                     for label in {entry.label for entry in entries if entry.label}
@@ -582,6 +585,7 @@ class Conversation:
                 # About half a second of CPU: off the event loop, so other chats go on.
                 index = await asyncio.to_thread(FaqIndex, entries, conditions)
                 self._index, self._index_key = index, key
+        self._index_entries = entries
         return self._index
 
     # ---- anything else ------------------------------------------------------------------------

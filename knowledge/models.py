@@ -147,6 +147,8 @@ def to_dict(document: Any) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool, type(None))):  # most values: answered first
+        return value
     if is_dataclass(value) and not isinstance(value, type):
         return to_dict(value)
     if isinstance(value, (list, tuple)):

@@ -80,9 +80,9 @@ class ResilientKnowledge:
 
     async def faq(self, label: str | None = None) -> list[FaqEntry]:
         """FAQ entries about `label`, or all of them when `label` is None (read from the store
-        at most every `fresh_s`)."""
+        at most every `fresh_s`). While fresh, the same list is returned: do not modify it."""
         if self._fresh(self._faq_read_at.get(label)):
-            return list(self._faq[label])
+            return self._faq[label]
         try:
             entries = await self.store.list_faq(label)
         except StoreError as exc:
@@ -91,7 +91,7 @@ class ResilientKnowledge:
         self._mark_up()
         self._faq[label] = entries
         self._faq_read_at[label] = time.monotonic()
-        return list(entries)
+        return entries
 
     def forget(self) -> None:
         """After a change to the content in this process: the next calls read the store."""

@@ -495,9 +495,15 @@ class _Names:
             (_name_pattern(language, name), sorted(labels))
             for (language, name), labels in sorted(names.items(), key=lambda i: -len(i[0][1]))
         ]
+        self._last: tuple[str, list[tuple[int, int, list[str]]]] | None = None
 
     def find(self, text: str) -> list[tuple[int, int, list[str]]]:
         """(start, end, labels) of every name in `text`, in order, none overlapping."""
+        # One question is searched for names two or three times (its scope, its topic without
+        # the names, whether it named one): the last answer is kept.
+        if self._last is not None and self._last[0] == text:
+            return list(self._last[1])
+        original = text
         text = text.replace("\u2019", "'")
         found: list[tuple[int, int, list[str]]] = []
         for pattern, labels in self.patterns:
@@ -505,7 +511,9 @@ class _Names:
                 start, end = match.span()
                 if all(end <= s or start >= e for s, e, _ in found):
                     found.append((start, end, labels))
-        return sorted(found)
+        found.sort()
+        self._last = (original, found)
+        return list(found)
 
     def without_names(self, text: str) -> str:
         for start, end, _ in reversed(self.find(text)):
