@@ -76,13 +76,14 @@ class AiohttpRequest(BaseRequest):
         pool = self._pool_timeout if _is_default(pool_timeout) else pool_timeout
         default_write = self._media_write_timeout if files else self._write_timeout
         write = default_write if _is_default(write_timeout) else write_timeout
-        # aiohttp has no separate write timeout: sending is bounded together with reading the
-        # answer (sock_read restarts with every chunk received, as httpx's read timeout does).
+        # aiohttp has no write timeout of its own: a stalled upload is bounded by the total,
+        # the sum of all the others. sock_read restarts with every chunk received, as httpx's
+        # read timeout does.
         timeout = aiohttp.ClientTimeout(
-            total=None,
+            total=_sum(pool, connect, write, read),
             connect=_sum(pool, connect),  # aiohttp's "connect": waiting for the pool + connecting
             sock_connect=connect,
-            sock_read=_longest(read, write),
+            sock_read=read,
         )
         try:
             async with self._session.request(
@@ -101,10 +102,6 @@ def _is_default(value) -> bool:
 
 def _sum(*timeouts: float | None) -> float | None:
     return None if any(t is None for t in timeouts) else sum(timeouts)
-
-
-def _longest(*timeouts: float | None) -> float | None:
-    return None if any(t is None for t in timeouts) else max(timeouts)
 
 
 def _body(request_data: RequestData | None):
