@@ -47,6 +47,10 @@ class ModelCard:
     # refers the user to a dermatologist whatever the top answer is (chosen on validation).
     malignant_labels: list[str] = field(default_factory=list)
     urgent_threshold: float = 0.2
+    # Average the logits of the photo and of its mirror image (test-time augmentation), at twice
+    # the compute. Every path that computes a bundle's logits honours it; Grad-CAM explains the
+    # photo alone. Off for the bundled model: docs/model-report.md has the trade-off measured.
+    test_time_flip: bool = False
     version: str = "0"
     weights_sha256: str = ""
     onnx_sha256: str = ""  # of model.onnx, when the bundle has one

@@ -64,7 +64,11 @@ def bundle_logits(
     outputs = []
     with torch.inference_mode():
         for images, _ in tqdm(loader, desc="evaluate", disable=not progress):
-            outputs.append(model(images.to(device)).float().cpu())
+            images = images.to(device)
+            logits = model(images).float()
+            if bundle.card.test_time_flip:
+                logits = (logits + model(images.flip(-1)).float()) / 2
+            outputs.append(logits.cpu())
     model.cpu()
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, bundle.card.num_classes))
 

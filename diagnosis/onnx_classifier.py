@@ -108,7 +108,11 @@ class OnnxClassifier:
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Logits of a preprocessed (N, C, H, W) float32 batch."""
-        return self._run(batch, ["logits"])[0]
+        logits = self._run(batch, ["logits"])[0]
+        if self.card.test_time_flip:
+            mirrored = np.ascontiguousarray(batch[..., ::-1])
+            logits = (logits + self._run(mirrored, ["logits"])[0]) / 2
+        return logits
 
     def predict_batch(self, images: list[Image.Image]) -> list[Prediction]:
         if not images:

@@ -151,13 +151,20 @@ class Classifier:
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits of a preprocessed (N, C, H, W) batch, in this classifier's precision."""
         if self.precision == "fp32":
-            return self._run(torch.float32, batch)
-        logits = self._run(torch.bfloat16, batch)
+            return self._logits(torch.float32, batch)
+        logits = self._logits(torch.bfloat16, batch)
         if self.recheck_margin > 0:
             close = self._close_calls(logits)
             if bool(close.any()):
-                logits[close] = self._run(torch.float32, batch[close])
+                logits[close] = self._logits(torch.float32, batch[close])
                 self.rechecked += int(close.sum())
+        return logits
+
+    def _logits(self, dtype: torch.dtype, batch: torch.Tensor) -> torch.Tensor:
+        logits = self._run(dtype, batch)
+        if self.card.test_time_flip:
+            mirrored = batch.flip(-1).contiguous(memory_format=torch.channels_last)
+            logits = (logits + self._run(dtype, mirrored)) / 2
         return logits
 
     def _close_calls(self, logits: torch.Tensor) -> torch.Tensor:

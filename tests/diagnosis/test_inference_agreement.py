@@ -44,7 +44,10 @@ def batch(bundle, dataset_dir, manifest_rows) -> torch.Tensor:
 def reference(bundle, batch) -> torch.Tensor:
     plain = copy.deepcopy(bundle.model).eval()
     with torch.inference_mode():
-        return plain(batch).float()
+        logits = plain(batch).float()
+        if bundle.card.test_time_flip:  # the served answer averages photo and mirror image
+            logits = (logits + plain(batch.flip(-1)).float()) / 2
+        return logits
 
 
 def decisions(logits: torch.Tensor, card) -> dict[str, torch.Tensor]:

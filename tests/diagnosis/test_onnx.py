@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from diagnosis.bundle import ONNX_FILE, BundleError, load_bundle, read_card, save_bundle
 from diagnosis.gradcam import grad_cam
@@ -132,3 +132,24 @@ def test_export_refuses_a_head_that_is_not_pooling_into_a_linear_layer():
 
     with pytest.raises(BundleError, match="not the average"):
         LogitsAndClassMaps(Odd()).eval().check_class_maps(torch.randn(2, 3, 16, 16))
+
+
+def test_test_time_flip_answers_a_photo_and_its_mirror_alike(tmp_path, real_photo_paths):
+    """With the card's test_time_flip both back-ends average photo and mirror image: a photo and
+    its mirror get the same answer (exactly the same input pair), and the back-ends agree."""
+    flipped = make_bundle(tmp_path / "flip", seed=4, crop_pct=1.0, test_time_flip=True)
+    export_onnx(flipped)
+    plain = make_bundle(tmp_path / "plain", seed=4, crop_pct=1.0)
+    image = Image.open(real_photo_paths[0]).convert("RGB").resize((64, 64))
+    mirror = ImageOps.mirror(image)
+
+    def probabilities(classifier, images):
+        return [np.array(list(p.probabilities.values())) for p in classifier.predict_batch(images)]
+
+    torch_flip = probabilities(Classifier(load_bundle(flipped), inference="fp32"), [image, mirror])
+    onnx_flip = probabilities(OnnxClassifier(flipped), [image, mirror])
+    assert np.abs(torch_flip[0] - torch_flip[1]).max() < 1e-5
+    assert np.abs(onnx_flip[0] - onnx_flip[1]).max() < 1e-5
+    assert np.abs(torch_flip[0] - onnx_flip[0]).max() < 1e-4
+    one_pass = probabilities(Classifier(load_bundle(plain), inference="fp32"), [image, mirror])
+    assert np.abs(one_pass[0] - one_pass[1]).max() > 1e-4  # the flip is what made them equal
