@@ -14,7 +14,6 @@ here, never served from stale weights.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from diagnosis.bundle import ONNX_FILE, BundleError, ModelCard, read_card, sha25
 from diagnosis.heatmap import overlay_png, stretch_to_unit
 from diagnosis.prediction import (
     Prediction,
+    available_cpus,
     center_crop_like,
     predictions_from_logits,
     preprocess_array,
@@ -138,11 +138,3 @@ class OnnxClassifier:
             for start in range(0, len(batch), MICRO_BATCH)
         ]
         return [np.concatenate([part[i] for part in parts]) for i in range(len(outputs))]
-
-
-def available_cpus() -> int:
-    """The CPUs this process may run on (in a container or under taskset, fewer than the host's)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -82,6 +83,14 @@ class Classifier(Protocol):
     def predict_batch(self, images: list[Image.Image]) -> list[Prediction]: ...
 
     def gradcam_png(self, image: Image.Image, label: str | None = None) -> bytes: ...
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (in a container or under taskset, fewer than the host's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def preprocess_array(image: Image.Image, card: ModelCard) -> np.ndarray:

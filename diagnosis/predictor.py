@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import warnings
 from collections.abc import Callable
 from functools import cache
@@ -36,6 +35,7 @@ from diagnosis.prediction import (  # noqa: F401
     Prediction,
     Predictor,
     RankedLabel,
+    available_cpus,
     center_crop_like,
     predictions_from_logits,
     preprocess_array,
@@ -90,12 +90,7 @@ def configure_threads(threads: int | None = None) -> int:
     """Set torch's intra-op threads (default: the CPUs this process may run on, which in a
     container or under taskset can be fewer than the host's) and one inter-op thread (inference
     never runs operators side by side). Process-wide: call it once at start-up."""
-    if threads is None:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            threads = os.cpu_count() or 1
-    threads = max(1, threads)
+    threads = max(1, threads or available_cpus())
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
