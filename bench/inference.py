@@ -7,9 +7,11 @@ forward, softmax) and the Predictor as the bot runs it by default (ONNX Runtime,
 bundle's model.onnx; dynamic batching of concurrent requests, up to 16 a pass) under 1, 4 and 16
 concurrent requests, each a closed loop (a client sends its next photo when its answer arrives);
 then, at the highest concurrency, the torch back-end (SKINCARE_RUNTIME=torch): fp32 frozen
-channels-last graph, and bf16 with fp32 rechecks where the CPU has native bf16. Inputs are
-decoded real photos from the shared dataset, so preprocessing (resize, crop, normalise) is in
-every figure, as in the bot.
+channels-last graph, and bf16 with fp32 rechecks where the CPU has native bf16; for the models
+in --int8 (default ResNet-50) also ONNX Runtime on the model quantised to int8 (static,
+per-channel, calibrated on 32 photos): what int8 would buy, never served (it changes answers).
+Inputs are decoded real photos from the shared dataset, so preprocessing (resize, crop,
+normalise) is in every figure, as in the bot.
 
 ResNet-50 (timm `resnet50`, random weights: speed does not depend on them; exported to ONNX in a
 temporary folder) runs bf16 without the fp32 recheck: its random outputs are all close calls,
@@ -25,11 +27,13 @@ import asyncio
 import copy
 import dataclasses
 import random
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -38,13 +42,19 @@ sys.path.insert(0, str(ROOT))
 
 from diagnosis.bundle import (  # noqa: E402
     BUNDLED_MODEL_DIR,
+    ONNX_FILE,
+    WEIGHTS_FILE,
     Bundle,
     create_model,
     load_bundle,
+    read_card,
     save_bundle,
+    sha256_of,
+    write_card,
 )
 from diagnosis.onnx_classifier import OnnxClassifier  # noqa: E402
 from diagnosis.onnx_export import export_onnx  # noqa: E402
+from diagnosis.prediction import preprocess_array  # noqa: E402
 from diagnosis.predictor import (  # noqa: E402
     RECHECK_MARGIN,
     Classifier,
@@ -169,15 +179,63 @@ async def serve(classifier, photos, clients: int, seconds: float, name: str) -> 
         await predictor.close()
 
 
-async def measure(name: str, photos, concurrency: list[int], seconds: float) -> list[Run]:
+def int8_bundle(directory: Path, photos: list[Image.Image], scratch: str) -> Path:
+    """A copy of the bundle whose model.onnx is quantised to int8 (static, per-channel QDQ,
+    calibrated on 32 of the photos): the speed that int8 (VNNI) would buy. Never served: int8
+    changes answers, and this project keeps the fp32 model's."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    card = read_card(directory)
+    batch = np.stack([preprocess_array(photo, card) for photo in photos[:32]])
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            self.parts = iter([{"images": batch[i : i + 8]} for i in range(0, len(batch), 8)])
+
+        def get_next(self):
+            return next(self.parts, None)
+
+    out = Path(scratch) / "int8"
+    out.mkdir()
+    shutil.copy(directory / WEIGHTS_FILE, out / WEIGHTS_FILE)
+    prepared = Path(scratch) / "prepared.onnx"
+    quant_pre_process(str(directory / ONNX_FILE), str(prepared))
+    quantize_static(
+        str(prepared),
+        str(out / ONNX_FILE),
+        Calibration(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+    card.onnx_sha256 = sha256_of(out / ONNX_FILE)
+    write_card(card, out)
+    return out
+
+
+async def measure(
+    name: str, photos, concurrency: list[int], seconds: float, int8: bool = False
+) -> list[Run]:
     bundle, margin = model_bundle(name)
     runs = [naive_loop(bundle, photos, seconds)]
+    top = max(concurrency)
     with tempfile.TemporaryDirectory() as scratch:
-        onnx = OnnxClassifier(onnx_bundle(name, bundle, scratch))
+        directory = onnx_bundle(name, bundle, scratch)
+        onnx = OnnxClassifier(directory)
         for clients in concurrency:
             title = f"Predictor ONNX Runtime fp32, {clients} conc."
             runs.append(await serve(onnx, photos, clients, seconds, title))
-    top = max(concurrency)
+        if int8:
+            quantised = OnnxClassifier(int8_bundle(directory, photos, scratch))
+            title = f"ONNX Runtime int8 (not served), {top} conc."
+            runs.append(await serve(quantised, photos, top, seconds, title))
     torch_fp32 = Classifier(bundle, inference="fp32")
     runs.append(await serve(torch_fp32, photos, top, seconds, f"Predictor torch fp32, {top} conc."))
     if cpu_has_native_bf16():
@@ -191,6 +249,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
     parser.add_argument("--models", default="bundled,resnet50")
+    parser.add_argument(
+        "--int8", default="resnet50", help="models also measured quantised to int8 ('' for none)"
+    )
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--photos", type=int, default=64)
     args = parser.parse_args()
@@ -204,7 +265,8 @@ def main() -> None:
         "preprocessing included); closed-loop clients"
     )
     for name in args.models.split(","):
-        runs = asyncio.run(measure(name, photos, concurrency, args.seconds))
+        int8 = name in args.int8.split(",")
+        runs = asyncio.run(measure(name, photos, concurrency, args.seconds, int8))
         version = load_bundle(BUNDLED_MODEL_DIR).card.version
         print_runs(f"{name}{f' ({version})' if name == 'bundled' else ''}", runs)
     print(
