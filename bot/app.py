@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from bot.conversation import Conversation, FloodLimit
 from bot.settings import Settings, SettingsError
-from diagnosis.bundle import BundleError, read_card
-from diagnosis.onnx_classifier import OnnxClassifier, onnx_problem, onnxruntime_available
-from diagnosis.prediction import Classifier, Predictor
+from diagnosis.bundle import BundleError
+from diagnosis.onnx_classifier import OnnxClassifier
+from diagnosis.prediction import Backend, Predictor
 from knowledge.resilient import ResilientKnowledge
 from knowledge.store import KnowledgeStore, StoreError
 from knowledge.stores import open_store, seed
@@ -92,26 +92,16 @@ def load_predictor(settings: Settings) -> Predictor | None:
     )
 
 
-def choose_runtime(settings: Settings) -> str:
-    """ "onnx" or "torch" for SKINCARE_RUNTIME; "auto" says in the log why it is torch."""
-    if settings.runtime == "torch":
-        return "torch"
-    if settings.inference != "fp32":
-        return "torch"  # bf16 exists on torch only (settings refuse onnx with it)
-    problem = onnx_problem(settings.model_path, read_card(settings.model_path))
-    if problem is None and not onnxruntime_available():
-        problem = "the onnxruntime package is not installed"
-    if problem is None:
-        return "onnx"
-    if settings.runtime == "onnx":
-        raise SettingsError(f"SKINCARE_RUNTIME=onnx: {problem}")
-    log.warning("Serving the model with torch: %s", problem)
-    return "torch"
-
-
-def load_classifier(settings: Settings) -> Classifier:
-    if choose_runtime(settings) == "onnx":
-        return OnnxClassifier(settings.model_path)
+def load_classifier(settings: Settings) -> Backend:
+    """ONNX Runtime where it can serve the bundle (SKINCARE_RUNTIME auto or onnx, fp32), else
+    torch; `auto` says in the log why it fell back, `onnx` stops start-up instead."""
+    if settings.runtime != "torch" and settings.inference == "fp32":
+        try:
+            return OnnxClassifier(settings.model_path)
+        except (BundleError, ImportError) as exc:  # no/stale model.onnx, no onnxruntime
+            if settings.runtime == "onnx":
+                raise SettingsError(f"SKINCARE_RUNTIME=onnx: {exc}") from exc
+            log.warning("Serving the model with torch: %s", exc)
     # torch only here: importing it costs ~500 MB and 1.6 s of start-up
     from diagnosis.bundle import load_bundle
     from diagnosis.predictor import Classifier as TorchClassifier

@@ -87,7 +87,7 @@ class AiohttpRequest(BaseRequest):
         )
         try:
             async with self._session.request(
-                method, url, data=_body(request_data), timeout=timeout
+                method, url, data=_body(request_data, files), timeout=timeout
             ) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:
@@ -104,13 +104,12 @@ def _sum(*timeouts: float | None) -> float | None:
     return None if any(t is None for t in timeouts) else sum(timeouts)
 
 
-def _body(request_data: RequestData | None):
+def _body(request_data: RequestData | None, files: dict | None):
     """A JSON body, or multipart form data when there are files to upload (the Bot API takes
     both). JSON rather than PTB's URL-encoded form: percent-encoding every byte of a long
     Korean answer was a visible cost per message."""
     if request_data is None:
         return None
-    files = request_data.multipart_data
     if not files:
         return aiohttp.payload.BytesPayload(
             json.dumps(request_data.parameters).encode(), content_type="application/json"

@@ -52,14 +52,6 @@ def onnx_problem(directory: Path, card: ModelCard | None = None) -> str | None:
     return None
 
 
-def onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class OnnxClassifier:
     """A bundle's model.onnx on ONNX Runtime's CPU provider; the `Classifier` of the bot.
 

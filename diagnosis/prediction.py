@@ -70,8 +70,9 @@ class Prediction:
         }
 
 
-class Classifier(Protocol):
-    """What `Predictor` needs of a back-end. Used from one thread at a time."""
+class Backend(Protocol):
+    """What `Predictor` needs of a classifier back-end (`OnnxClassifier`, torch's `Classifier`).
+    Used from one thread at a time."""
 
     card: ModelCard
     version: str
@@ -168,7 +169,7 @@ class _Request:
 
 
 class Predictor:
-    """Async, batching front of a Classifier.
+    """Async, batching front of a classifier back-end.
 
     Requests wait at most `max_wait_ms` for company and are run `max_batch` at a time on a
     single worker thread (so the model is never used by two threads at once).
@@ -176,7 +177,7 @@ class Predictor:
 
     def __init__(
         self,
-        classifier: Classifier,
+        classifier: Backend,
         max_batch: int = 16,
         max_wait_ms: float = 5.0,
         warm_up: bool = False,

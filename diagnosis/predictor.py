@@ -31,7 +31,6 @@ from diagnosis.bundle import Bundle, ModelCard
 # The torch-free parts, re-exported for the callers that use this torch back-end.
 from diagnosis.prediction import (  # noqa: F401
     INFERENCE_MODES,
-    TOP_K,
     Prediction,
     Predictor,
     RankedLabel,
