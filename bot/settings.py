@@ -7,13 +7,13 @@ surfacing later as a confusing failure in the middle of a chat.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.admin_auth import is_password_hash
+from envconfig import EnvReader, SettingsError  # noqa: F401 (SettingsError: re-exported)
 from diagnosis.bundle import BUNDLED_MODEL_DIR
 from diagnosis.intake import IntakeLimits
 from diagnosis.prediction import INFERENCE_MODES, RUNTIMES
@@ -23,10 +23,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STORES = ("sqlite", "firestore")
 # Telegram tokens look like 123456789:AA... (bot id, colon, 35 url-safe characters).
 _TOKEN_PATTERN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
-
-
-class SettingsError(ValueError):
-    """A setting has a value the assistant cannot start with; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +59,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        reader = _Reader(env)
+        reader = EnvReader(env)
         defaults = cls()
         model_value = reader.text("SKINCARE_MODEL")
         settings = cls(
@@ -122,7 +117,7 @@ class Settings:
         settings._check(reader)
         return settings
 
-    def _check(self, reader: _Reader) -> None:
+    def _check(self, reader: EnvReader) -> None:
         if self.telegram_token is not None and not _TOKEN_PATTERN.match(self.telegram_token):
             reader.fail("TELEGRAM_BOT_TOKEN", "does not look like a bot token (123456:ABC...)")
         if self.telegram_base_file_url and not self.telegram_base_url:
@@ -148,64 +143,3 @@ class Settings:
             )
         if self.model_explicit and not self.model_path.is_dir():
             reader.fail("SKINCARE_MODEL", f"{self.model_path} is not a model bundle folder")
-
-
-class _Reader:
-    def __init__(self, env: Mapping[str, str]):
-        self.env = env
-
-    @staticmethod
-    def fail(name: str, problem: str) -> None:
-        raise SettingsError(f"{name} {problem}")
-
-    def text(self, name: str) -> str | None:
-        value = self.env.get(name, "").strip()
-        return value or None
-
-    def choice(self, name: str, options: tuple[str, ...], default: str, upper=False) -> str:
-        value = self.text(name)
-        if value is None:
-            return default
-        value = value.upper() if upper else value.lower()
-        if value not in options:
-            self.fail(name, f"must be one of {', '.join(options)}, not {value!r}")
-        return value
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.text(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            self.fail(name, f"must be a whole number, not {value!r}")
-        if not low <= number <= high:
-            self.fail(name, f"must be between {low} and {high}, not {number}")
-        return number
-
-    def number(self, name: str, default: float, low=float("-inf"), high=float("inf")) -> float:
-        value = self.text(name)
-        if value is None:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            self.fail(name, f"must be a number, not {value!r}")
-        if not low <= number <= high:
-            self.fail(name, f"must be between {low} and {high}, not {number}")
-        return number
-
-    def id_set(self, name: str) -> frozenset[int]:
-        value = self.text(name)
-        if value is None:
-            return frozenset()
-        parts = [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
-        if not all(re.fullmatch(r"-?\d+", part) for part in parts):
-            self.fail(name, f"must be Telegram user ids separated by commas, not {value!r}")
-        return frozenset(int(part) for part in parts)
-
-    def url(self, name: str) -> str | None:
-        value = self.text(name)
-        if value is not None and not re.match(r"^https?://[^\s/]+", value):
-            self.fail(name, f"must be an http(s) URL, not {value!r}")
-        return value
