@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.admin_auth import AdminSession, LoginLimiter, SessionSigner, verify_password
-from bot.conversation import _localised
+from bot.conversation.views import condition_view
 from bot.texts import LANGUAGES, default_texts
 from knowledge.cli import clinic_row
 from knowledge.content import (
@@ -313,7 +313,7 @@ def render_preview(condition: Condition) -> tuple[dict[str, dict[str, str]], lis
             }
             for other, percent in zip(others, ("9%", "4%"), strict=True)
         ]
-        context = _localised(condition, lang)
+        context = condition_view(condition, lang)
         try:
             rendered[lang] = {
                 "result": texts.render(

@@ -37,14 +37,13 @@ from telegram.ext import (
     filters,
 )
 
-from bot.conversation import Chatter, Conversation, Reply, user_key
+from bot.conversation import COMMANDS, ActionKind, Chatter, Conversation, Reply, user_key
 from bot.settings import Settings
 from bot.telegram_http import AiohttpRequest
 from bot.texts import language_for
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("start", "help", "privacy", "forget", "clinics", "language")
 SEND_ATTEMPTS = 5  # network errors; 429s are waited out by the rate limiter
 CAPTION_LIMIT = 1024
 T = TypeVar("T")
@@ -215,7 +214,7 @@ class TelegramTransport:
         except TelegramError as exc:
             log.info("answerCallbackQuery failed: %s", exc)
         action = query.data or ""
-        chat_action = ChatAction.UPLOAD_PHOTO if action.startswith("gradcam") else None
+        chat_action = ChatAction.UPLOAD_PHOTO if action.startswith(ActionKind.HEATMAP) else None
         await self._serve(
             update,
             lambda chatter: self.conversation.button(chatter, action, self._download),

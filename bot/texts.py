@@ -16,8 +16,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from bot.settings import PROJECT_ROOT
+from knowledge.models import LANGUAGES  # noqa: F401 (the one definition, re-exported)
 
-LANGUAGES = ("en", "ko")
 CHAT_TEMPLATES = PROJECT_ROOT / "templates" / "chat"
 TELEGRAM_MESSAGE_LIMIT = 4096
 _BLANK_LINES = re.compile(r"\n{3,}")

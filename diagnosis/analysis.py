@@ -61,3 +61,15 @@ async def analyse_photo(
         return PhotoAnalysis(image=image, quality=quality)
     prediction = await predictor.predict(image)
     return PhotoAnalysis(image=image, quality=quality, prediction=prediction)
+
+
+async def explain_photo(
+    data: bytes, predictor: Predictor, label: str, limits: IntakeLimits = IntakeLimits()
+) -> bytes:
+    """Where the model looked for `label` in this photo, as a PNG heatmap. Raises ImageRejected.
+
+    The one entry for "Where did it look?": the photo was analysed (and its quality judged)
+    when it was sent, so only its decoding is repeated here, not the quality check.
+    """
+    image = await asyncio.to_thread(open_photo, data, limits)
+    return await predictor.gradcam_png(image, label)

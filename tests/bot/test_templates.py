@@ -11,7 +11,7 @@ import pytest
 from jinja2 import nodes
 from markupsafe import escape
 
-from bot.conversation import _localised, _percent
+from bot.conversation.views import condition_view, percent
 from bot.texts import LANGUAGES, Texts, split_message
 from diagnosis.intake import RejectReason
 from diagnosis.quality import QualityIssue
@@ -68,7 +68,7 @@ def ranked_for(label: str, conditions, lang: str) -> list[dict]:
         {
             "label": name,
             "name": conditions[name].names[lang],
-            "percent": _percent(prob),
+            "percent": percent(prob),
             "likelihood": likelihood,
             "triage": str(conditions[name].triage),
         }
@@ -78,7 +78,7 @@ def ranked_for(label: str, conditions, lang: str) -> list[dict]:
 
 def contexts(conditions, lang: str) -> dict[str, dict]:
     """A realistic context for every template, as the conversation passes it."""
-    acne = _localised(conditions["acne"], lang)
+    acne = condition_view(conditions["acne"], lang)
     ko = lang == "ko"
     return {
         "admin_feedback": {
@@ -257,7 +257,7 @@ def test_words_exist_in_both_languages(texts):
 @pytest.mark.parametrize("lang", LANGUAGES)
 @pytest.mark.parametrize("label", MODEL_LABELS)
 def test_result_and_care_for_every_label_level_and_urgency(texts, conditions, lang, label):
-    condition = _localised(conditions[label], lang)
+    condition = condition_view(conditions[label], lang)
     first_step = str(escape(condition["care_steps"][0])) if condition["care_steps"] else None
     for level in LEVELS:
         for urgent in (False, True):
@@ -298,7 +298,7 @@ def test_content_cannot_inject_markup(texts, conditions, lang):
         care_steps={lang: ["Wash <i>gently</i> & often", "Use a </b> cream"]},
         names={lang: "Acne <img src=x>"},
     )
-    condition = _localised(hostile, lang)
+    condition = condition_view(hostile, lang)
     ranked = ranked_for("acne", conditions, lang)
     ranked[0]["name"] = condition["name"]
     for template in ("result", "care"):

@@ -1,0 +1,89 @@
+"""Follow-up questions in text, answered from the FAQ (knowledge/retrieval.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.conversation.replies import Reply
+from bot.conversation.state import LastResult
+from bot.conversation.views import Speaker, condition_name
+from knowledge.models import FaqEntry, UserState
+from knowledge.resilient import ResilientKnowledge
+from knowledge.retrieval import FaqIndex, question_language
+
+NO_MATCH_TOPICS = 6  # questions suggested when nothing matched
+
+
+class Answers:
+    def __init__(self, knowledge: ResilientKnowledge, speaker: Speaker):
+        self.knowledge = knowledge
+        self.texts = speaker.texts
+        self._index: FaqIndex | None = None
+        self._index_key: tuple = ()
+        self._index_entries: list[FaqEntry] | None = None  # the list the index was checked on
+        self._index_lock = asyncio.Lock()  # one build at a time: concurrent questions share it
+
+    async def answer(self, state: UserState, question: str) -> Reply:
+        result = LastResult.from_dict(state.last_result)
+        label = result.label if result else None
+        entries = await self.knowledge.faq(None)
+        index = await self._faq_index(entries)
+        # Answer in the language the question was asked in, not only the chat's setting.
+        lang = question_language(question) if question.strip() else state.language
+        matches = index.search(question, lang, label)
+        if not matches:
+            topics = [
+                entry.questions.get(lang, [""])[0]
+                for entry in entries
+                if entry.label in (label, None) and entry.questions.get(lang)
+            ][:NO_MATCH_TOPICS]
+            return Reply(text=self.texts.render("faq_no_match", lang, topics=topics))
+        entry = matches[0].entry
+        if label is None and entry.label is not None and not index.mentioned_labels(question):
+            # "Is it contagious?" with no photo yet: the answer depends on the condition
+            # (eczema: no, ringworm: yes), so ask which one instead of picking one.
+            names = []
+            for match in matches:
+                if match.entry.label and match.entry.label not in names:
+                    names.append(match.entry.label)
+            conditions = [await self.knowledge.condition(name) for name in names]
+            return Reply(
+                text=self.texts.render(
+                    "faq_which_condition",
+                    lang,
+                    names=[
+                        condition_name(name, condition, lang)
+                        for name, condition in zip(names, conditions, strict=True)
+                    ],
+                )
+            )
+        condition = await self.knowledge.condition(entry.label) if entry.label else None
+        return Reply(
+            text=self.texts.render(
+                "faq_answer",
+                lang,
+                answer=entry.answer.get(lang) or entry.answer.get("en", ""),
+                about=condition_name(entry.label, condition, lang) if entry.label else None,
+                scoped=entry.label is not None and entry.label == label,
+            )
+        )
+
+    async def _faq_index(self, entries: list[FaqEntry]) -> FaqIndex:
+        # Rebuilt only when an entry changed (an admin edit bumps its version). The knowledge
+        # returns the very same list while it is fresh: no need to compare the entries.
+        if self._index is not None and entries is self._index_entries:
+            return self._index
+        key = tuple((entry.id, entry.version) for entry in entries)
+        async with self._index_lock:
+            if self._index is None or key != self._index_key:
+                self._index_entries = None
+                conditions = [
+                    condition
+                    for label in {entry.label for entry in entries if entry.label}
+                    if (condition := await self.knowledge.condition(label)) is not None
+                ]
+                # About half a second of CPU: off the event loop, so other chats go on.
+                index = await asyncio.to_thread(FaqIndex, entries, conditions)
+                self._index, self._index_key = index, key
+        self._index_entries = entries
+        return self._index

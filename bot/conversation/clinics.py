@@ -1,0 +1,89 @@
+"""Finding a clinic: asking where the user is, and listing the nearest clinics."""
+
+from __future__ import annotations
+
+from bot.conversation.replies import Reply, Venue
+from bot.conversation.state import Awaiting, LastResult
+from bot.conversation.views import Speaker, condition_name, map_url
+from knowledge.models import Clinic, UserState
+from knowledge.places import Place, find_place
+from knowledge.resilient import ClinicSearchUnavailable, ResilientKnowledge
+from knowledge.store import KnowledgeStore, StoreError
+
+CLINICS_LISTED = 5
+VENUES_SENT = 3
+CLINIC_RADIUS_KM = 50.0
+
+
+class Clinics:
+    def __init__(self, store: KnowledgeStore, knowledge: ResilientKnowledge, speaker: Speaker):
+        self.store = store
+        self.knowledge = knowledge
+        self.say = speaker
+
+    def ask_location(self, state: UserState) -> Reply:
+        state.awaiting = Awaiting.LOCATION
+        reply = self.say.reply("ask_location", state)
+        reply.ask_location = True
+        reply.location_button = self.say.word("button_send_location", state)
+        return reply
+
+    async def place_named(self, text: str) -> Place | None:
+        """The known city or district `text` names ("강남구", "Busan"), if any."""
+        try:
+            clinics: list[Clinic] = await self.store.list_clinics()
+        except StoreError:
+            clinics = []
+        return find_place(text, clinics)
+
+    async def near(
+        self, state: UserState, lat: float, lon: float, place: str | None = None
+    ) -> list[Reply]:
+        """The clinics nearest to a place: for the last result's condition when there is one
+        (and it was not "I can't tell"), else any dermatologist."""
+        state.awaiting = Awaiting.NOTHING
+        result = LastResult.from_dict(state.last_result)
+        label = result.label_for_advice if result else None
+        lang = state.language
+        try:
+            found = await self.knowledge.nearest_clinics(
+                lat, lon, CLINICS_LISTED, condition=label, max_km=CLINIC_RADIUS_KM
+            )
+            if not found and label is not None:  # nobody lists it: any dermatologist will do
+                found = await self.knowledge.nearest_clinics(
+                    lat, lon, CLINICS_LISTED, max_km=CLINIC_RADIUS_KM
+                )
+        except ClinicSearchUnavailable:
+            return [Reply(text=self.say.texts.render("store_down", lang), close_keyboard=True)]
+        if not found:
+            text = self.say.texts.render("no_clinics", lang, radius_km=int(CLINIC_RADIUS_KM))
+            return [Reply(text=text, close_keyboard=True)]
+        clinics = [
+            {
+                "name": clinic.name.get(lang) or clinic.name.get("en", ""),
+                "address": clinic.address.get(lang) or clinic.address.get("en", ""),
+                "phone": clinic.phone,
+                "hours": clinic.hours.get(lang) or clinic.hours.get("en", ""),
+                "distance_km": round(distance, 1),
+                "map_url": map_url(clinic.lat, clinic.lon, clinic.name.get(lang, "")),
+                "sample": clinic.sample,
+            }
+            for clinic, distance in found
+        ]
+        condition = await self.knowledge.condition(label) if label else None
+        listing = Reply(
+            text=self.say.texts.render(
+                "clinics",
+                lang,
+                clinics=clinics,
+                place=place,
+                condition_name=condition_name(label, condition, lang) if label else None,
+                any_sample=any(clinic["sample"] for clinic in clinics),
+            ),
+            close_keyboard=True,
+        )
+        venues = [
+            Reply(venue=Venue(c["name"], c["address"], clinic.lat, clinic.lon, c["map_url"]))
+            for c, (clinic, _) in zip(clinics[:VENUES_SENT], found, strict=False)
+        ]
+        return [listing, *venues]

@@ -1,0 +1,198 @@
+"""Photos and what follows from their result: the answer, care tips, the heatmap, feedback.
+
+A photo's way through, in order: analyse it (diagnosis/), look up the care content of the
+conditions it may be (knowledge/), decide the answer (`LastResult`), record it, render it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from bot.conversation.replies import Button, Reply, platform_of
+from bot.conversation.state import Action, ActionKind, Awaiting, LastResult
+from bot.conversation.views import (
+    Speaker,
+    condition_name,
+    condition_view,
+    percent,
+    triage_level,
+)
+from diagnosis.analysis import analyse_photo, explain_photo
+from diagnosis.intake import ImageRejected, IntakeLimits
+from diagnosis.prediction import Prediction, Predictor
+from diagnosis.quality import QualityThresholds
+from knowledge.models import AnalysisRecord, Feedback, Triage, UserState
+from knowledge.resilient import ResilientKnowledge
+from knowledge.store import KnowledgeStore, StoreError
+from knowledge.stores import now_iso
+
+log = logging.getLogger(__name__)
+
+# Loads a photo the user sent earlier, by the transport's reference to it (a Telegram file_id).
+PhotoLoader = Callable[[str | None], Awaitable[bytes | None]]
+
+
+class Results:
+    def __init__(
+        self,
+        store: KnowledgeStore,
+        knowledge: ResilientKnowledge,
+        predictor: Predictor | None,
+        speaker: Speaker,
+        intake: IntakeLimits,
+        quality: QualityThresholds,
+    ):
+        self.store = store
+        self.knowledge = knowledge
+        self.predictor = predictor
+        self.say = speaker
+        self.intake = intake
+        self.quality = quality
+
+    async def photo(self, state: UserState, data: bytes, photo_ref: str | None) -> Reply:
+        if self.predictor is None:
+            return self.say.reply("no_model", state)
+        analysis = await analyse_photo(data, self.predictor, self.intake, self.quality)
+        if analysis.rejected is not None:
+            return self.rejected(state, str(analysis.rejected.reason))
+        if analysis.prediction is None:
+            issues = [str(issue) for issue in analysis.quality.reasons]
+            return self.say.reply("retake", state, issues=issues)
+        return await self._answer(state, analysis.prediction, photo_ref)
+
+    def rejected(self, state: UserState, reason: str) -> Reply:
+        return self.say.reply(
+            "rejected",
+            state,
+            reason=reason,
+            max_mb=self.intake.max_bytes // 2**20,
+            min_side=self.intake.min_side,
+        )
+
+    async def _answer(
+        self, state: UserState, prediction: Prediction, photo_ref: str | None
+    ) -> Reply:
+        lang = state.language
+        # 1. The care content of every condition shown.
+        conditions = {
+            item.label: await self.knowledge.condition(item.label) for item in prediction.top
+        }
+        best = conditions.get(prediction.best.label)
+        # 2. The decision.
+        top_is_urgent = best is not None and best.triage == Triage.URGENT
+        urgent = prediction.urgent or top_is_urgent
+        result = LastResult(
+            id=uuid.uuid4().hex[:8],
+            label=prediction.best.label,
+            top=[{"label": item.label, "prob": round(item.prob, 4)} for item in prediction.top],
+            abstain=prediction.abstain,
+            urgent=urgent,
+            level="abstain" if prediction.abstain else triage_level(best, urgent),
+            model=prediction.model_version,
+            photo_ref=photo_ref,
+            at=now_iso(),
+        )
+        state.last_result = result.to_dict()
+        state.awaiting = Awaiting.NOTHING
+        # 3. The anonymous record for /stats.
+        await self._record(state, result)
+        # 4. The reply.
+        ranked = [
+            {
+                "label": item.label,
+                "name": condition_name(item.label, conditions.get(item.label), lang, item),
+                "percent": percent(item.prob),
+                "likelihood": self.say.likelihood(item.prob, state),
+                "triage": triage_level(conditions.get(item.label), urgent=False),
+            }
+            for item in prediction.top
+        ]
+        text = self.say.texts.render(
+            "result",
+            lang,
+            level=result.level,
+            urgent=urgent,
+            ranked=ranked,
+            condition=condition_view(best, lang),
+        )
+        return Reply(text=text, buttons=self._buttons(state, result))
+
+    async def _record(self, state: UserState, result: LastResult) -> None:
+        """One anonymous record per answered photo, for /stats (retakes and refusals are not
+        analyses: the model never answered)."""
+        record = AnalysisRecord(
+            id=uuid.uuid4().hex,
+            at=result.at,
+            label=result.label,
+            abstain=result.abstain,
+            urgent=result.urgent,
+            model_version=result.model,
+            transport=platform_of(state.user_key),
+        )
+        try:
+            await self.store.record_analysis(record)
+        except StoreError as exc:
+            log.warning("analysis not recorded for the statistics: %s", exc)
+
+    def _buttons(self, state: UserState, result: LastResult) -> list[list[Button]]:
+        def button(word: str, kind: ActionKind) -> Button:
+            return Button.of(self.say.word(word, state), Action(kind, result.id))
+
+        clinic = [button("button_clinic", ActionKind.CLINIC)]
+        look = button("button_gradcam", ActionKind.HEATMAP)
+        care = button("button_care", ActionKind.CARE)
+        feedback = [
+            button("button_right", ActionKind.FEEDBACK_RIGHT),
+            button("button_wrong", ActionKind.FEEDBACK_WRONG),
+        ]
+        if result.urgent or result.abstain:
+            # Seeing a doctor is the advice, so finding one comes first.
+            return [clinic, [look, care], feedback]
+        return [[look, care], clinic, feedback]
+
+    # ---- what the result's buttons do -----------------------------------------------------
+
+    async def care(self, state: UserState, result: LastResult) -> Reply:
+        condition = await self.knowledge.condition(result.label)
+        return self.say.reply(
+            "care",
+            state,
+            level=result.level,
+            urgent=result.urgent,
+            condition=condition_view(condition, state.language),
+        )
+
+    async def heatmap(
+        self, state: UserState, result: LastResult, load_photo: PhotoLoader | None
+    ) -> Reply:
+        data = await load_photo(result.photo_ref) if load_photo is not None else None
+        if not data or self.predictor is None:
+            return self.say.reply("heatmap_unavailable", state)
+        try:
+            png = await explain_photo(data, self.predictor, result.label, self.intake)
+        except ImageRejected:
+            return self.say.reply("heatmap_unavailable", state)
+        condition = await self.knowledge.condition(result.label)
+        reply = self.say.reply(
+            "heatmap", state, name=condition_name(result.label, condition, state.language)
+        )
+        reply.photo = png
+        return reply
+
+    async def feedback(self, state: UserState, result: LastResult, correct: bool) -> Reply:
+        feedback = Feedback(
+            id=uuid.uuid4().hex,
+            user_key=state.user_key,
+            label=result.label,
+            correct=correct,
+            model_version=result.model,
+            created_at=now_iso(),
+        )
+        try:
+            await self.store.add_feedback(feedback)
+        except StoreError as exc:
+            log.warning("feedback not stored: %s", exc)
+            return self.say.reply("store_down", state)
+        return self.say.reply("feedback_thanks", state, correct=correct)

@@ -1,0 +1,108 @@
+"""The typed values the dialogue remembers and passes around.
+
+`Action` is what a button carries: it encodes itself into Telegram's callback data (at most
+64 bytes) and parses it back, so the two ends cannot drift apart. `LastResult` is the answer to
+the user's last photo (labels and probabilities, never the photo) and `Awaiting` what the next
+message is expected to be; both are stored as plain values in `UserState` (knowledge/models.py),
+so that any replica can read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from knowledge.models import LANGUAGES
+
+
+class Awaiting(StrEnum):
+    NOTHING = ""
+    LOCATION = "location"  # "Find a clinic" was pressed: a typed place name is expected
+
+
+class ActionKind(StrEnum):
+    LANGUAGE = "lang"  # /language's choice: arg is the language
+    CLINIC = "clinic"  # "Find a clinic": arg is the result id, or empty (from /clinics)
+    CARE = "care"  # "Care tips" of a result
+    HEATMAP = "gradcam"  # "Where did it look?" of a result
+    FEEDBACK_RIGHT = "feedback:yes"  # "Was this right?" answered yes / no
+    FEEDBACK_WRONG = "feedback:no"
+
+
+# Kinds that act on one result: their arg is that result's id, and a press on an older
+# result's button gets "that button belongs to an earlier answer".
+RESULT_KINDS = frozenset(
+    {
+        ActionKind.CLINIC,
+        ActionKind.CARE,
+        ActionKind.HEATMAP,
+        ActionKind.FEEDBACK_RIGHT,
+        ActionKind.FEEDBACK_WRONG,
+    }
+)
+TELEGRAM_CALLBACK_LIMIT = 64  # bytes of callback_data
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    arg: str = ""
+
+    def encode(self) -> str:
+        data = f"{self.kind}:{self.arg}" if self.arg else str(self.kind)
+        if len(data.encode()) > TELEGRAM_CALLBACK_LIMIT:
+            raise ValueError(f"button data over Telegram's {TELEGRAM_CALLBACK_LIMIT} bytes")
+        return data
+
+    @classmethod
+    def parse(cls, data: str) -> Action | None:
+        """The action a button's data encodes; None for anything a client made up."""
+        # Longest kind first: "feedback:yes" must win over a shorter prefix.
+        for kind in sorted(ActionKind, key=lambda k: len(k.value), reverse=True):
+            if data == kind.value:
+                arg = ""
+            elif data.startswith(f"{kind.value}:"):
+                arg = data[len(kind.value) + 1 :]
+            else:
+                continue
+            if kind == ActionKind.LANGUAGE and arg not in LANGUAGES:
+                return None
+            if kind in RESULT_KINDS and not arg and kind != ActionKind.CLINIC:
+                return None
+            return cls(kind, arg)
+        return None
+
+
+@dataclass
+class LastResult:
+    """The answer to the user's last photo, as `UserState.last_result` keeps it."""
+
+    id: str  # ties the result's buttons to it
+    label: str  # the top answer
+    top: list[dict[str, Any]] = field(default_factory=list)  # [{"label", "prob"}], best first
+    abstain: bool = False
+    urgent: bool = False
+    level: str = "see_doctor"  # "abstain", or the triage level the answer was given at
+    model: str = ""
+    photo_ref: str | None = None  # the transport's handle to fetch the photo again
+    at: str = ""
+
+    @property
+    def label_for_advice(self) -> str | None:
+        """The condition follow-ups are scoped to: none after "I can't tell"."""
+        return None if self.abstain else self.label
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> LastResult | None:
+        """The stored result; None when there is none, or it is not readable (an old format)."""
+        if not data:
+            return None
+        names = cls.__dataclass_fields__
+        try:
+            return cls(**{name: value for name, value in data.items() if name in names})
+        except TypeError:  # a required field missing
+            return None
