@@ -7,9 +7,11 @@ surfacing later as a confusing failure in the middle of a chat.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from bot.admin_auth import is_password_hash
@@ -33,7 +35,9 @@ class Settings:
     telegram_base_url: str | None = None
     telegram_base_file_url: str | None = None
     webhook_url: str | None = None  # set: Telegram POSTs updates to this URL (else polling)
-    webhook_secret: str | None = None  # default: derived from the token
+    # Secrets with defaults derived from other settings, resolved once in __post_init__ so
+    # every part of the assistant (web chat, Telegram, webhook, admin) uses the same value.
+    webhook_secret: str | None = None  # default: derived from the token (None without one)
     user_key_secret: str | None = None  # keys users' pseudonyms; default: the bot token
     admin_password_hash: str | None = None  # unset: the admin panel is closed
     admin_session_secret: str | None = None  # signs admin cookies; default: from the hash
@@ -56,6 +60,17 @@ class Settings:
     telegram_max_rate: float = 30.0  # messages/s to Telegram in all (its limit); 0: no limit
     intake: IntakeLimits = field(default_factory=IntakeLimits)
     quality: QualityThresholds = field(default_factory=QualityThresholds)
+
+    def __post_init__(self) -> None:
+        resolve = partial(object.__setattr__, self)  # frozen: set once, here
+        if not self.webhook_secret and self.telegram_token:
+            # Every replica derives the same secret from the token, without another setting.
+            digest = hashlib.sha256(f"webhook:{self.telegram_token}".encode()).hexdigest()
+            resolve("webhook_secret", digest[:48])
+        # Pseudonyms must not change when the web chat and Telegram run together: one secret.
+        resolve("user_key_secret", self.user_key_secret or self.telegram_token or "web")
+        if not self.admin_session_secret and self.admin_password_hash:
+            resolve("admin_session_secret", self.admin_password_hash)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

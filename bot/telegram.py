@@ -10,7 +10,6 @@ Polling by default; with SKINCARE_WEBHOOK_URL the aiohttp server receives update
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -49,16 +48,6 @@ CAPTION_LIMIT = 1024
 T = TypeVar("T")
 
 
-def webhook_secret(settings: Settings) -> str:
-    """The secret Telegram sends back in X-Telegram-Bot-Api-Secret-Token.
-
-    Derived from the token unless set, so every replica agrees on it without more settings.
-    """
-    if settings.webhook_secret:
-        return settings.webhook_secret
-    return hashlib.sha256(f"webhook:{settings.telegram_token}".encode()).hexdigest()[:48]
-
-
 def file_url_for(settings: Settings) -> str:
     """TELEGRAM_BASE_FILE_URL, or the file URL that goes with TELEGRAM_BASE_URL (…/bot ->
     …/file/bot, as on api.telegram.org)."""
@@ -73,7 +62,7 @@ class TelegramTransport:
     def __init__(self, settings: Settings, conversation: Conversation):
         self.settings = settings
         self.conversation = conversation
-        self.user_secret = settings.user_key_secret or settings.telegram_token or ""
+        self.user_secret = settings.user_key_secret
         # One update at a time per chat (a photo's answer before the question that follows it),
         # many chats at once.
         self._chat_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = (
@@ -112,7 +101,7 @@ class TelegramTransport:
             await _retrying(
                 lambda: app.bot.set_webhook(
                     self.settings.webhook_url,
-                    secret_token=webhook_secret(self.settings),
+                    secret_token=self.settings.webhook_secret,
                     allowed_updates=Update.ALL_TYPES,
                 ),
                 "setWebhook",

@@ -70,3 +70,24 @@ def test_inference_and_telegram_rate_settings():
         Settings.from_env({"SKINCARE_INFERENCE": "int8"})
     with pytest.raises(SettingsError, match="SKINCARE_TELEGRAM_MAX_RATE"):
         Settings.from_env({"SKINCARE_TELEGRAM_MAX_RATE": "-1"})
+
+
+def test_derived_secrets_are_resolved_once_for_every_part():
+    with_token = Settings.from_env({"TELEGRAM_BOT_TOKEN": VALID_TOKEN})
+    # The web chat and Telegram key users with the same secret: the token, when not set.
+    assert with_token.user_key_secret == VALID_TOKEN
+    # Every replica derives the same webhook secret from the token, in Telegram's alphabet.
+    again = Settings.from_env({"TELEGRAM_BOT_TOKEN": VALID_TOKEN})
+    assert with_token.webhook_secret == again.webhook_secret
+    assert len(with_token.webhook_secret) == 48 and VALID_TOKEN not in with_token.webhook_secret
+    explicit = Settings.from_env(
+        {
+            "TELEGRAM_BOT_TOKEN": VALID_TOKEN,
+            "SKINCARE_USER_KEY_SECRET": "users",
+            "SKINCARE_WEBHOOK_SECRET": "hook",
+        }
+    )
+    assert (explicit.user_key_secret, explicit.webhook_secret) == ("users", "hook")
+    offline = Settings.from_env({})
+    assert offline.user_key_secret == "web" and offline.webhook_secret is None
+    assert offline.admin_session_secret is None

@@ -15,7 +15,6 @@ import pytest
 from PIL import Image, ImageFilter
 
 from bot.conversation import user_key
-from bot.telegram import webhook_secret
 from bot.web import ASSISTANT
 
 from telegram_server import FakeTelegram
@@ -271,7 +270,7 @@ async def test_webhook_mode_checks_the_secret(tg, tmp_path):
             for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
                 async with session.post(url, json=body, headers=headers) as response:
                     assert response.status == 403
-            secret = webhook_secret(running.settings)
+            secret = running.settings.webhook_secret
             headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
             async with session.post(url, json=body, headers=headers) as response:
                 assert response.status == 200
