@@ -187,7 +187,7 @@ class TelegramTransport:
 
     async def _photo(self, update: Update, file_id: str, size: int | None) -> None:
         async def work(chatter: Chatter) -> list[Reply]:
-            if size is not None and size > self.settings.intake.max_bytes:
+            if not self.settings.intake.fits(size):  # known from the update: no download
                 return await self.conversation.refuse(chatter, "file_too_large")
             data = await self._download(file_id)
             if data is None:
@@ -243,7 +243,7 @@ class TelegramTransport:
             telegram_file = await _retrying(
                 lambda: self.application.bot.get_file(file_id), "getFile"
             )
-            if (telegram_file.file_size or 0) > self.settings.intake.max_bytes:
+            if not self.settings.intake.fits(telegram_file.file_size):
                 return None
             return bytes(await _retrying(telegram_file.download_as_bytearray, "download"))
         except TelegramError as exc:  # e.g. "file is too big" from the Bot API

@@ -144,3 +144,9 @@ def test_odd_formats_are_refused_as_unsupported(fmt):
 def test_reasons_are_distinct():
     # Two reasons with one value would silently become aliases; __members__ still lists both.
     assert len(RejectReason.__members__) == len(RejectReason)
+
+
+def test_the_size_rule_is_at_most_max_bytes():
+    limits = IntakeLimits(max_bytes=1000)
+    assert limits.fits(1000) and limits.fits(0) and limits.fits(None)
+    assert not limits.fits(1001)
