@@ -38,7 +38,7 @@ from knowledge.places import find_place
 from knowledge.resilient import ClinicSearchUnavailable, ResilientKnowledge
 from knowledge.retrieval import FaqIndex, question_language
 from knowledge.store import KnowledgeStore, StoreError
-from knowledge.stores import now_iso
+from knowledge.store.rules import now_iso
 
 log = logging.getLogger(__name__)
 
