@@ -19,7 +19,7 @@ from bot.texts import Texts
 from knowledge.models import AnalysisRecord, Feedback
 from knowledge.resilient import ResilientKnowledge
 from knowledge.store import KnowledgeStore, StoreError
-from knowledge.stores import timestamp
+from knowledge.store.rules import timestamp
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from knowledge.models import (
     to_dict,
 )
 from knowledge.store import KnowledgeStore, StaleWriteError
-from knowledge.stores import content_of
+from knowledge.store.rules import content_of
 from knowledge.versions import diff, history, rollback
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from diagnosis.bundle import BundleError
 from diagnosis.onnx_classifier import OnnxClassifier
 from diagnosis.prediction import Backend, Predictor
 from knowledge.resilient import ResilientKnowledge
-from knowledge.store import KnowledgeStore, StoreError
-from knowledge.stores import open_store, seed
+from knowledge.seed import seed
+from knowledge.store import KnowledgeStore, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,11 @@ class Assistant:
     async def open_knowledge(self) -> None:
         """Open the configured store and seed it from knowledge/content (idempotent)."""
         try:
-            self.store = await open_store(self.settings)
+            self.store = await open_store(self.settings.store)
             report = await seed(self.store)
         except StoreError as exc:
-            setting = "SKINCARE_DB" if self.settings.store == "sqlite" else "SKINCARE_STORE"
-            raise SettingsError(f"{setting}: the {self.settings.store} store: {exc}") from exc
+            setting = "SKINCARE_DB" if self.settings.store.kind == "sqlite" else "SKINCARE_STORE"
+            raise SettingsError(f"{setting}: the {self.settings.store.kind} store: {exc}") from exc
         self.knowledge = ResilientKnowledge(self.store)
         await self.knowledge.warm()
         self.conversation = Conversation(
@@ -54,7 +54,7 @@ class Assistant:
         )
         log.info(
             "Knowledge store %s ready; seed: %s",
-            self.settings.store,
+            self.settings.store.kind,
             report.summary().replace("\n", "; "),
         )
 

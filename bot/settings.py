@@ -20,9 +20,9 @@ from diagnosis.intake import IntakeLimits
 from diagnosis.prediction import INFERENCE_MODES, RUNTIMES
 from diagnosis.quality import QualityThresholds
 from envconfig import EnvReader, SettingsError  # noqa: F401 (SettingsError: re-exported)
+from knowledge.config import StoreConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-STORES = ("sqlite", "firestore")
 # Telegram tokens look like 123456789:AA... (bot id, colon, 35 url-safe characters).
 _TOKEN_PATTERN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 
@@ -42,8 +42,7 @@ class Settings:
     admin_password_hash: str | None = None  # unset: the admin panel is closed
     admin_session_secret: str | None = None  # signs admin cookies; default: from the hash
     admin_telegram_ids: frozenset[int] = frozenset()  # may use /stats, /reload, /feedback
-    store: str = "sqlite"
-    db_path: Path = PROJECT_ROOT / "data" / "skincare.sqlite3"
+    store: StoreConfig = field(default_factory=StoreConfig)  # SKINCARE_STORE, SKINCARE_DB, ...
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     log_level: str = "INFO"
@@ -89,8 +88,7 @@ class Settings:
             admin_password_hash=reader.text("SKINCARE_ADMIN_PASSWORD_HASH"),
             admin_session_secret=reader.text("SKINCARE_ADMIN_SESSION_SECRET"),
             admin_telegram_ids=reader.id_set("SKINCARE_ADMIN_TELEGRAM_IDS"),
-            store=reader.choice("SKINCARE_STORE", STORES, defaults.store),
-            db_path=Path(reader.text("SKINCARE_DB") or defaults.db_path).expanduser(),
+            store=StoreConfig.from_env(env),
             web_host=reader.text("SKINCARE_WEB_HOST") or defaults.web_host,
             web_port=reader.integer("SKINCARE_WEB_PORT", defaults.web_port, 0, 65535),
             log_level=reader.choice(

@@ -68,7 +68,7 @@ async def healthz(request: web.Request) -> web.Response:
             "status": "ok",
             "model_installed": assistant.predictor is not None,
             "model": assistant.model_version,
-            "store": assistant.settings.store if assistant.store is not None else None,
+            "store": assistant.settings.store.kind if assistant.store is not None else None,
         }
     )
 

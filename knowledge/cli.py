@@ -1,4 +1,5 @@
-"""Command line for the knowledge store (the one SKINCARE_STORE / SKINCARE_DB name).
+"""Command line for the knowledge store (the one SKINCARE_STORE / SKINCARE_DB name; see
+knowledge/config.py for every variable).
 
     python -m knowledge seed                  write the shipped content into the store
     python -m knowledge export DIR            write it back out as content files
@@ -20,12 +21,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bot.settings import Settings, SettingsError
+from envconfig import SettingsError
+from knowledge.config import StoreConfig
 from knowledge.content import CLINIC_COLUMNS, LIST_SEPARATOR, ContentError, load_clinics_csv
 from knowledge.faq import FaqFileError
 from knowledge.models import LANGUAGES, Clinic, to_dict
-from knowledge.store import KnowledgeStore, StaleWriteError, StoreError
-from knowledge.stores import content_of, load_content, open_store, seed
+from knowledge.seed import load_content, seed
+from knowledge.store import KnowledgeStore, StaleWriteError, StoreError, open_store
+from knowledge.store.rules import content_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 GENERAL_FAQ = "general"  # the FAQ file of entries about no condition in particular
@@ -53,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
+        config = StoreConfig.from_env()
     except SettingsError as error:
         print(f"settings: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -84,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         "import-clinics": import_clinics_command,
         "nearest": nearest_command,
     }
-    return asyncio.run(_with_store(settings, commands[args.command], args))
+    return asyncio.run(_with_store(config, commands[args.command], args))
 
 
-async def _with_store(settings: Settings, command, args: argparse.Namespace) -> int:
+async def _with_store(config: StoreConfig, command, args: argparse.Namespace) -> int:
     try:
-        store = await open_store(settings)
+        store = await open_store(config)
     except StoreError as error:
         print(f"store: {error}", file=sys.stderr)
         return EXIT_FAILED

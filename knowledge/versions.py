@@ -21,7 +21,7 @@ from knowledge.models import (
     faq_from_dict,
 )
 from knowledge.store import KnowledgeStore
-from knowledge.stores import MANAGED_FIELDS
+from knowledge.store.rules import MANAGED_FIELDS
 
 KINDS = ("condition", "faq", "clinic")
 _MISSING: Any = object()

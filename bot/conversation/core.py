@@ -29,7 +29,7 @@ from diagnosis.quality import QualityThresholds
 from knowledge.models import LANGUAGES, UserState
 from knowledge.resilient import ResilientKnowledge
 from knowledge.store import KnowledgeStore, StoreError
-from knowledge.stores import now_iso
+from knowledge.store.rules import now_iso
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from bot.app import build_assistant
 from bot.settings import Settings
 from bot.web import build_web_app
+from knowledge.config import StoreConfig
 
 from telegram_server import FakeTelegram
 
@@ -48,7 +49,7 @@ async def running_bot(
         "web_port": port,
     }
     if db_path is not None:
-        values["db_path"] = db_path
+        values["store"] = StoreConfig(sqlite_path=db_path)
     values.update(settings)
     config = Settings(**values)
     app = build_web_app(build_assistant(config))

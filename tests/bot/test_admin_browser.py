@@ -17,6 +17,7 @@ from bot.conversation import Chatter
 from bot.settings import Settings
 from bot.web import ASSISTANT, build_web_app
 from diagnosis.predictor import Prediction, RankedLabel
+from knowledge.config import StoreConfig
 
 from helpers import REPO_ROOT
 
@@ -53,7 +54,8 @@ class AcnePredictor:
 @pytest.fixture
 async def admin_server(tmp_path):
     settings = Settings(
-        db_path=tmp_path / "db.sqlite3", admin_password_hash=hash_password(PASSWORD)
+        store=StoreConfig(sqlite_path=tmp_path / "db.sqlite3"),
+        admin_password_hash=hash_password(PASSWORD),
     )
     app = build_web_app(build_assistant(settings))
     runner = web.AppRunner(app)

@@ -16,9 +16,9 @@ from bot.texts import default_texts
 from diagnosis.predictor import Prediction, RankedLabel
 from knowledge.models import AnalysisRecord, Condition, FaqEntry, Feedback, Triage
 from knowledge.resilient import ResilientKnowledge
-from knowledge.sqlite_store import SqliteStore
+from knowledge.seed import seed
 from knowledge.store import StoreError
-from knowledge.stores import seed
+from knowledge.store.sqlite import SqliteStore
 
 from helpers import image_bytes
 from telegram_server import FakeTelegram

@@ -15,6 +15,7 @@ from bot.app import build_assistant
 from bot.conversation import Chatter
 from bot.settings import Settings
 from bot.web import ASSISTANT, build_web_app
+from knowledge.config import StoreConfig
 from knowledge.content import CLINICS_CSV
 
 PASSWORD = "correct horse battery staple"
@@ -23,14 +24,14 @@ PASSWORD_HASH = hash_password(PASSWORD)
 
 @pytest.fixture(params=["sqlite", "firestore"])
 async def admin_client(request, aiohttp_client_factory, tmp_path, monkeypatch):
-    values = dict(db_path=tmp_path / "db.sqlite3", admin_password_hash=PASSWORD_HASH)
+    store = StoreConfig(sqlite_path=tmp_path / "db.sqlite3")
     if request.param == "firestore":
         monkeypatch.setenv(
             "FIRESTORE_EMULATOR_HOST", request.getfixturevalue("firestore_emulator_host")
         )
-        monkeypatch.setenv("SKINCARE_FIRESTORE_PROJECT", f"admin-{uuid.uuid4().hex[:12]}")
-        values["store"] = "firestore"
-    app = build_web_app(build_assistant(Settings(**values)))
+        store = StoreConfig(kind="firestore", firestore_project=f"admin-{uuid.uuid4().hex[:12]}")
+    settings = Settings(store=store, admin_password_hash=PASSWORD_HASH)
+    app = build_web_app(build_assistant(settings))
     client = await aiohttp_client_factory(app)
     client.assistant = app[ASSISTANT]
     return client
@@ -108,7 +109,9 @@ def test_password_hashes_verify_only_the_right_password():
 async def test_every_admin_route_refuses_without_a_session(
     aiohttp_client_factory, tmp_path, method, path
 ):
-    settings = Settings(db_path=tmp_path / "db.sqlite3", admin_password_hash=PASSWORD_HASH)
+    settings = Settings(
+        store=StoreConfig(sqlite_path=tmp_path / "db.sqlite3"), admin_password_hash=PASSWORD_HASH
+    )
     client = await aiohttp_client_factory(build_web_app(build_assistant(settings)))
     response = await client.request(method, path, allow_redirects=False, data={"csrf": "x"})
     if method == "GET":
@@ -123,7 +126,9 @@ async def test_every_admin_route_refuses_without_a_session(
 
 async def test_closed_without_a_password_hash(aiohttp_client_factory, tmp_path):
     client = await aiohttp_client_factory(
-        build_web_app(build_assistant(Settings(db_path=tmp_path / "db.sqlite3")))
+        build_web_app(
+            build_assistant(Settings(store=StoreConfig(sqlite_path=tmp_path / "db.sqlite3")))
+        )
     )
     response = await client.get("/admin/login")
     assert response.status == 404 and "SKINCARE_ADMIN_PASSWORD_HASH" in await response.text()

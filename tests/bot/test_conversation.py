@@ -21,9 +21,9 @@ from diagnosis.quality import QualityThresholds, check_quality
 from knowledge.faq import load_faq
 from knowledge.models import Feedback
 from knowledge.resilient import ResilientKnowledge
-from knowledge.sqlite_store import SqliteStore
+from knowledge.seed import seed
 from knowledge.store import StoreError
-from knowledge.stores import seed
+from knowledge.store.sqlite import SqliteStore
 
 from helpers import image_bytes
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from knowledge.config import StoreConfig
+
 from telegram_server import FakeTelegram
 from telegram_support import free_port, replies_after, running_bot, text_of
 
@@ -53,11 +55,11 @@ async def test_two_replicas_share_one_conversation(
     firestore_emulator_host, monkeypatch, dataset_dir: Path
 ):
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator_host)
-    monkeypatch.setenv("SKINCARE_FIRESTORE_PROJECT", f"replicas-{uuid.uuid4().hex[:12]}")
     balancer_port = free_port()
     webhook_url = f"http://127.0.0.1:{balancer_port}/telegram"
     async with FakeTelegram() as tg:
-        replica = dict(store="firestore", webhook_url=webhook_url, db_path=None)
+        store = StoreConfig(kind="firestore", firestore_project=f"replicas-{uuid.uuid4().hex[:12]}")
+        replica = dict(store=store, webhook_url=webhook_url, db_path=None)
         async with (
             running_bot(tg, **replica) as first,
             running_bot(tg, **replica) as second,

@@ -4,6 +4,7 @@ import pytest
 
 from bot.settings import Settings, SettingsError
 from diagnosis.bundle import BUNDLED_MODEL_DIR
+from knowledge.config import StoreConfig
 
 VALID_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 
@@ -12,7 +13,7 @@ def test_defaults_run_offline():
     settings = Settings.from_env({})
     assert settings.model_path == BUNDLED_MODEL_DIR and not settings.model_explicit
     assert settings.telegram_token is None
-    assert settings.store == "sqlite"
+    assert settings.store == StoreConfig()
     assert settings.web_host == "127.0.0.1" and settings.web_port == 8080
     assert settings.intake.max_bytes == 20 * 1024 * 1024
     assert settings.intake.max_pixels == 40_000_000
@@ -34,8 +35,8 @@ def test_values_are_read(tmp_path):
     )
     assert settings.model_path == Path(tmp_path) and settings.model_explicit
     assert settings.telegram_token == VALID_TOKEN
-    assert settings.store == "firestore"
-    assert settings.db_path == tmp_path / "x.db"
+    assert settings.store.kind == "firestore"
+    assert settings.store.sqlite_path == tmp_path / "x.db"
     assert settings.web_port == 9000
     assert settings.quality.min_sharpness == 1.5
 
@@ -46,6 +47,7 @@ def test_values_are_read(tmp_path):
         ({"SKINCARE_WEB_PORT": "eighty"}, "SKINCARE_WEB_PORT"),
         ({"SKINCARE_WEB_PORT": "70000"}, "SKINCARE_WEB_PORT"),
         ({"SKINCARE_STORE": "postgres"}, "SKINCARE_STORE"),
+        ({"SKINCARE_FIRESTORE_TIMEOUT": "soon"}, "SKINCARE_FIRESTORE_TIMEOUT"),
         ({"SKINCARE_MODEL": "/no/such/bundle"}, "SKINCARE_MODEL"),
         ({"TELEGRAM_BOT_TOKEN": "hello"}, "TELEGRAM_BOT_TOKEN"),
         ({"TELEGRAM_BASE_URL": "ftp://x"}, "TELEGRAM_BASE_URL"),

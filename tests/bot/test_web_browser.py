@@ -19,6 +19,7 @@ from bot.app import build_assistant
 from bot.settings import Settings
 from bot.texts import default_texts
 from bot.web import build_web_app
+from knowledge.config import StoreConfig
 
 from helpers import REPO_ROOT
 
@@ -51,7 +52,9 @@ def starts_with(prefix: str) -> re.Pattern:
 @pytest.fixture
 async def server_url(tmp_path):
     """The real app on a free local port (the browser needs a real socket)."""
-    app = build_web_app(build_assistant(Settings(db_path=tmp_path / "db.sqlite3")))
+    app = build_web_app(
+        build_assistant(Settings(store=StoreConfig(sqlite_path=tmp_path / "db.sqlite3")))
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -17,6 +17,7 @@ from bot.app import build_assistant
 from bot.settings import Settings
 from bot.web import SESSION_COOKIE, build_web_app
 from diagnosis.intake import IntakeLimits
+from knowledge.config import StoreConfig
 
 # A clear acne photo: any result (confident or not) carries the same buttons and disclaimer.
 PHOTO = "acne/dermnet-0121064acd137936.jpg"
@@ -34,7 +35,11 @@ def make_client(aiohttp_client_factory, tmp_path):
     """A client of the real web app that has opened the page (so it holds a session cookie)."""
 
     async def make(**settings):
-        app = build_web_app(build_assistant(Settings(db_path=tmp_path / "db.sqlite3", **settings)))
+        app = build_web_app(
+            build_assistant(
+                Settings(store=StoreConfig(sqlite_path=tmp_path / "db.sqlite3"), **settings)
+            )
+        )
         client = await aiohttp_client_factory(app)
         page = await client.get("/?lang=en")
         assert page.status == 200

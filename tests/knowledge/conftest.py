@@ -13,9 +13,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
 
+from knowledge.config import StoreConfig
 from knowledge.models import Clinic, Condition, FaqEntry, Triage
-from knowledge.sqlite_store import SqliteStore
 from knowledge.store import KnowledgeStore
+from knowledge.store.sqlite import SqliteStore
 
 from knowledge_samples import make_clinic, make_condition, make_faq
 
@@ -31,12 +32,12 @@ async def make_sqlite_store(request: pytest.FixtureRequest) -> AsyncIterator[Kno
 
 @asynccontextmanager
 async def make_firestore_store(request: pytest.FixtureRequest) -> AsyncIterator[KnowledgeStore]:
-    from knowledge.firestore_store import FirestoreStore
+    from knowledge.store.firestore import FirestoreStore
 
     host = request.getfixturevalue("firestore_emulator_host")
     request.getfixturevalue("monkeypatch").setenv("FIRESTORE_EMULATOR_HOST", host)
     project = f"test-{uuid.uuid4().hex[:16]}"  # a fresh, empty database per test
-    store = FirestoreStore.from_settings(env={"SKINCARE_FIRESTORE_PROJECT": project})
+    store = FirestoreStore.from_config(StoreConfig(kind="firestore", firestore_project=project))
     try:
         yield store
     finally:

@@ -12,9 +12,10 @@ from collections.abc import Awaitable
 
 import pytest
 
-from knowledge.firestore_store import FirestoreStore
+from knowledge.config import StoreConfig
 from knowledge.models import Feedback, UserState
 from knowledge.store import StoreError
+from knowledge.store.firestore import FirestoreStore
 
 from firestore_support import free_port, running_emulator
 from knowledge_samples import make_clinic, make_condition, make_faq
@@ -26,9 +27,10 @@ HANG_S = 15.0
 
 def open_store(monkeypatch: pytest.MonkeyPatch, host: str, project: str) -> FirestoreStore:
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", host)
-    return FirestoreStore.from_settings(
-        env={"SKINCARE_FIRESTORE_PROJECT": project, "SKINCARE_FIRESTORE_TIMEOUT": str(DEADLINE_S)}
+    config = StoreConfig(
+        kind="firestore", firestore_project=project, firestore_timeout_s=DEADLINE_S
     )
+    return FirestoreStore.from_config(config)
 
 
 async def fails_with_store_error(call: Awaitable) -> StoreError:

@@ -13,8 +13,9 @@ from knowledge.cli import clinic_row, main
 from knowledge.content import CLINIC_COLUMNS, CONTENT_DIR, load_clinics_csv, load_conditions
 from knowledge.faq import load_faq
 from knowledge.models import condition_from_dict, faq_from_dict
-from knowledge.sqlite_store import SqliteStore
-from knowledge.stores import content_of, seed
+from knowledge.seed import seed
+from knowledge.store.rules import content_of
+from knowledge.store.sqlite import SqliteStore
 
 from knowledge_samples import make_clinic
 
@@ -24,7 +25,7 @@ SEOUL_CITY_HALL = ("37.5663", "126.9779")
 @pytest.fixture
 def db_path(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "data" / "knowledge.sqlite3"
-    for name in ("SKINCARE_STORE", "SKINCARE_MODEL", "TELEGRAM_BOT_TOKEN"):
+    for name in ("SKINCARE_STORE", "SKINCARE_FIRESTORE_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SKINCARE_DB", str(path))
     return path
@@ -89,10 +90,13 @@ def test_nearest_usage_errors(db_path, capsys, args):
     assert capsys.readouterr().err
 
 
-def test_bad_settings_exit_2(db_path, monkeypatch, capsys):
-    monkeypatch.setenv("SKINCARE_STORE", "postgres")
+@pytest.mark.parametrize(
+    "name, value", [("SKINCARE_STORE", "postgres"), ("SKINCARE_FIRESTORE_TIMEOUT", "soon")]
+)
+def test_bad_settings_exit_2(db_path, monkeypatch, capsys, name, value):
+    monkeypatch.setenv(name, value)
     assert main(["nearest", "0", "0"]) == 2
-    assert "SKINCARE_STORE" in capsys.readouterr().err
+    assert f"settings: {name}" in capsys.readouterr().err
     assert not db_path.exists()
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from knowledge.firestore_store import FirestoreStore
+from knowledge.config import StoreConfig
 from knowledge.resilient import ClinicSearchUnavailable, ResilientKnowledge
-from knowledge.sqlite_store import SqliteStore
+from knowledge.store.firestore import FirestoreStore
+from knowledge.store.sqlite import SqliteStore
 
 from firestore_support import running_emulator
 from knowledge_samples import make_clinic, make_condition, make_faq
@@ -46,9 +47,10 @@ async def check_outage_behaviour(knowledge: ResilientKnowledge, cut) -> None:
 async def test_firestore_stopped_mid_conversation(monkeypatch):
     with running_emulator() as emulator:
         monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.host)
-        store = FirestoreStore.from_settings(
-            env={"SKINCARE_FIRESTORE_PROJECT": "resilient", "SKINCARE_FIRESTORE_TIMEOUT": "1.5"}
+        config = StoreConfig(
+            kind="firestore", firestore_project="resilient", firestore_timeout_s=1.5
         )
+        store = FirestoreStore.from_config(config)
         try:
             await fill(store)
 

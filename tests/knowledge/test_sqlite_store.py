@@ -8,11 +8,10 @@ import types
 
 import pytest
 
-from bot.settings import Settings
+from knowledge.config import StoreConfig
 from knowledge.models import AnalysisRecord, UserState
-from knowledge.sqlite_store import MIGRATIONS, SCHEMA_VERSION, SqliteStore
-from knowledge.store import StoreError
-from knowledge.stores import open_store
+from knowledge.store import StoreError, open_store
+from knowledge.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
 from knowledge_samples import make_clinic, make_condition
 
@@ -122,8 +121,8 @@ async def test_a_failure_in_the_middle_of_an_import_rolls_everything_back(tmp_pa
 
 
 async def test_open_store_opens_sqlite_now(tmp_path):
-    settings = Settings.from_env({"SKINCARE_DB": str(tmp_path / "data" / "k.sqlite3")})
-    store = await open_store(settings)
+    config = StoreConfig.from_env({"SKINCARE_DB": str(tmp_path / "data" / "k.sqlite3")})
+    store = await open_store(config)
     try:
         assert isinstance(store, SqliteStore)
         assert (tmp_path / "data" / "k.sqlite3").is_file(), "opened at start-up, not later"
@@ -131,25 +130,18 @@ async def test_open_store_opens_sqlite_now(tmp_path):
         await store.close()
 
 
-@pytest.mark.parametrize("awaitable", [False, True])
-async def test_open_store_builds_firestore_lazily(monkeypatch, awaitable):
+async def test_open_store_builds_firestore_lazily(monkeypatch):
     made = []
 
     class FakeFirestoreStore:
         @classmethod
-        def from_settings(cls, settings):
-            made.append(settings)
-            if not awaitable:
-                return cls()
+        def from_config(cls, config):
+            made.append(config)
+            return cls()
 
-            async def build():
-                return cls()
-
-            return build()
-
-    module = types.ModuleType("knowledge.firestore_store")
+    module = types.ModuleType("knowledge.store.firestore")
     module.FirestoreStore = FakeFirestoreStore
-    monkeypatch.setitem(sys.modules, "knowledge.firestore_store", module)
-    settings = Settings.from_env({"SKINCARE_STORE": "firestore"})
-    store = await open_store(settings)
-    assert isinstance(store, FakeFirestoreStore) and made == [settings]
+    monkeypatch.setitem(sys.modules, "knowledge.store.firestore", module)
+    config = StoreConfig.from_env({"SKINCARE_STORE": "firestore"})
+    store = await open_store(config)
+    assert isinstance(store, FakeFirestoreStore) and made == [config]

@@ -14,8 +14,9 @@ import pytest
 
 from knowledge.geo import geohash_encode, haversine_km
 from knowledge.models import AnalysisRecord, Feedback, Triage, UserState, to_dict
+from knowledge.seed import seed
 from knowledge.store import StaleWriteError
-from knowledge.stores import content_of, seed, timestamp
+from knowledge.store.rules import content_of, timestamp
 
 from knowledge_samples import (
     BUSAN_STATION,
@@ -583,7 +584,7 @@ async def test_seed_from_the_shipped_content_is_idempotent(store):
         import knowledge.faq  # noqa: F401
     except ImportError as missing:
         pytest.skip(f"the content loaders are not written yet ({missing})")
-    from knowledge.stores import load_content
+    from knowledge.seed import load_content
 
     conditions, faq, clinics = load_content()
     first = await seed(store)

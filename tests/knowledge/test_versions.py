@@ -8,7 +8,7 @@ import pytest
 
 from knowledge.models import to_dict
 from knowledge.store import StaleWriteError
-from knowledge.stores import content_of
+from knowledge.store.rules import content_of
 from knowledge.versions import FieldChange, diff, history, rollback, version_of
 
 from knowledge_samples import make_clinic, make_condition, make_faq

@@ -31,8 +31,8 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import firebase_admin
 from firebase_admin import credentials, firestore_async
@@ -45,6 +45,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1 import async_transactional
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from knowledge.config import DEFAULT_FIRESTORE_TIMEOUT_S, StoreConfig
 from knowledge.geo import geohash_ranges, haversine_km
 from knowledge.models import (
     AnalysisRecord,
@@ -59,8 +60,8 @@ from knowledge.models import (
     faq_from_dict,
     to_dict,
 )
-from knowledge.store import ImportResult, StaleWriteError, StoreError
-from knowledge.stores import (
+from knowledge.store.protocol import ImportResult, StaleWriteError, StoreError
+from knowledge.store.rules import (
     check_action,
     check_key,
     content_of,
@@ -70,14 +71,9 @@ from knowledge.stores import (
     timestamp,
 )
 
-if TYPE_CHECKING:
-    from bot.settings import Settings
-
 T = TypeVar("T")
 Document = TypeVar("Document", Condition, FaqEntry, Clinic)
 
-DEFAULT_PROJECT = "skincare-local"
-DEFAULT_TIMEOUT_S = 5.0
 PAGE_SIZE = 300  # documents per query page (lists page by `key`, never by cursor or offset)
 DELETE_PAGE_SIZE = 400  # deletes per batch when forgetting a user
 IMPORT_ATTEMPTS = 3
@@ -141,7 +137,7 @@ class FirestoreStore:
         self,
         client: firestore.AsyncClient,
         *,
-        timeout: float = DEFAULT_TIMEOUT_S,
+        timeout: float = DEFAULT_FIRESTORE_TIMEOUT_S,
         on_close: Callable[[], None] | None = None,
     ):
         self._client = client
@@ -154,33 +150,14 @@ class FirestoreStore:
         self._closed = False
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings | None = None, env: Mapping[str, str] | None = None
-    ) -> FirestoreStore:
-        """The store of the project named by GOOGLE_CLOUD_PROJECT or SKINCARE_FIRESTORE_PROJECT.
+    def from_config(cls, config: StoreConfig) -> FirestoreStore:
+        """The store of `config.firestore_project`, each call under `config.firestore_timeout_s`.
 
         With FIRESTORE_EMULATOR_HOST set the client talks to that emulator, without credentials;
         otherwise it uses the application default credentials (the service account on Cloud
         Run, or `gcloud auth application-default login` on a workstation). Nothing is sent
-        until the first call. SKINCARE_FIRESTORE_TIMEOUT sets the deadline of each call
-        (seconds, default 5). `settings` holds nothing for Firestore yet; `env` is for tests.
+        until the first call.
         """
-        env = os.environ if env is None else env
-        project = (
-            env.get("SKINCARE_FIRESTORE_PROJECT", "").strip()
-            or env.get("GOOGLE_CLOUD_PROJECT", "").strip()
-            or DEFAULT_PROJECT
-        )
-        timeout_text = env.get("SKINCARE_FIRESTORE_TIMEOUT", "").strip()
-        try:
-            timeout = float(timeout_text) if timeout_text else DEFAULT_TIMEOUT_S
-        except ValueError:
-            timeout = -1.0
-        if not 0 < timeout < 600:
-            raise ValueError(
-                "SKINCARE_FIRESTORE_TIMEOUT must be a number of seconds between 0 and 600, "
-                f"not {timeout_text!r}"
-            )
         # The client reads FIRESTORE_EMULATOR_HOST from the process environment itself.
         if os.environ.get("FIRESTORE_EMULATOR_HOST"):
             credential: credentials.Base = _EmulatorCredential()
@@ -189,7 +166,9 @@ class FirestoreStore:
         # One app per store: the async client it caches is bound to the event loop that uses
         # it, so a store never shares it, and close() deletes the app again.
         app = firebase_admin.initialize_app(
-            credential, {"projectId": project}, name=f"skincare-store-{uuid.uuid4().hex}"
+            credential,
+            {"projectId": config.firestore_project},
+            name=f"skincare-store-{uuid.uuid4().hex}",
         )
         try:
             client = firestore_async.client(app)  # loads the credentials now
@@ -200,7 +179,11 @@ class FirestoreStore:
                 "service account key file (or run on Google Cloud), or set "
                 f"FIRESTORE_EMULATOR_HOST to use an emulator ({error})"
             ) from error
-        return cls(client, timeout=timeout, on_close=lambda: firebase_admin.delete_app(app))
+        return cls(
+            client,
+            timeout=config.firestore_timeout_s,
+            on_close=lambda: firebase_admin.delete_app(app),
+        )
 
     # ---- plumbing -------------------------------------------------------------------------
 

@@ -35,8 +35,8 @@ from knowledge.models import (
     faq_from_dict,
     to_dict,
 )
-from knowledge.store import ImportResult, StaleWriteError, StoreError
-from knowledge.stores import (
+from knowledge.store.protocol import ImportResult, StaleWriteError, StoreError
+from knowledge.store.rules import (
     check_action,
     check_key,
     content_of,
