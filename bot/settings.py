@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.admin_auth import is_password_hash
-from envconfig import EnvReader, SettingsError  # noqa: F401 (SettingsError: re-exported)
+from bot.web.admin.auth import is_password_hash
 from diagnosis.bundle import BUNDLED_MODEL_DIR
 from diagnosis.intake import IntakeLimits
 from diagnosis.prediction import INFERENCE_MODES, RUNTIMES
 from diagnosis.quality import QualityThresholds
+from envconfig import EnvReader, SettingsError  # noqa: F401 (SettingsError: re-exported)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STORES = ("sqlite", "firestore")

@@ -10,11 +10,12 @@ import uuid
 import pytest
 from aiohttp import FormData
 
-from bot.admin_auth import hash_password, verify_password
 from bot.app import build_assistant
 from bot.conversation import Chatter
 from bot.settings import Settings
-from bot.web import ASSISTANT, build_web_app
+from bot.web.admin.auth import hash_password, verify_password
+from bot.web.app import build_web_app
+from bot.web.keys import ASSISTANT
 from knowledge.content import CLINICS_CSV
 
 PASSWORD = "correct horse battery staple"

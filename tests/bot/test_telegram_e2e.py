@@ -16,7 +16,7 @@ from PIL import Image, ImageFilter
 
 from bot.conversation import user_key
 from bot.telegram import webhook_secret
-from bot.web import ASSISTANT
+from bot.web.keys import ASSISTANT
 
 from telegram_server import FakeTelegram
 from telegram_support import buttons_of, free_port, replies_after, running_bot, text_of
