@@ -24,6 +24,7 @@ def build_web_app(assistant: Assistant) -> web.Application:
     app.router.add_get("/healthz", healthz)
     chat.setup_routes(app)
     webhook.setup_routes(app, settings)
+    # The admin's redirects, cookie paths and templates say /admin too: move them together.
     app.add_subapp(
         "/admin", build_admin_app(settings.admin_password_hash, settings.admin_session_secret)
     )

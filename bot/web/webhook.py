@@ -29,6 +29,7 @@ def webhook_path(url: str) -> str:
 
 async def telegram_webhook(request: web.Request) -> web.Response:
     """Updates from Telegram (webhook mode). Without the right secret header: 403, ignored."""
+    # Imported here: only a process with a bot token needs python-telegram-bot loaded.
     from bot.telegram import webhook_secret
 
     transport = request.app.get(TELEGRAM)
