@@ -8,10 +8,10 @@ import sys
 
 from aiohttp import web
 
-from bot.admin_auth import hash_password
 from bot.app import build_assistant
 from bot.settings import Settings, SettingsError
-from bot.web import build_web_app
+from bot.web.admin.auth import hash_password
+from bot.web.app import build_web_app
 
 
 def hash_password_command() -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from bot.admin_auth import is_password_hash
+from bot.web.admin.auth import is_password_hash
 from diagnosis.bundle import BUNDLED_MODEL_DIR
 from diagnosis.intake import IntakeLimits
 from diagnosis.prediction import INFERENCE_MODES, RUNTIMES

@@ -4,7 +4,8 @@ Each handler turns an update into one Conversation call and sends the replies it
 Telegram-specific work there is lives here: downloading photos, chat actions while working,
 keyboards, venues, and getting every reply delivered (PTB's AIORateLimiter keeps within
 Telegram's limits and waits out 429 `retry_after`; network errors are retried here).
-Polling by default; with SKINCARE_WEBHOOK_URL the aiohttp server receives updates (bot/web.py).
+Polling by default; with SKINCARE_WEBHOOK_URL the aiohttp server receives updates
+(bot/web/webhook.py).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class TelegramTransport:
             builder = builder.base_url(settings.telegram_base_url)
             builder = builder.base_file_url(file_url_for(settings))
         if settings.webhook_url:
-            builder = builder.updater(None)  # updates arrive through bot/web.py
+            builder = builder.updater(None)  # updates arrive through bot/web/webhook.py
         self.application = builder.build()
         self._add_handlers()
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from bot.app import build_assistant
 from bot.settings import Settings
-from bot.web import build_web_app
+from bot.web.app import build_web_app
 from knowledge.config import StoreConfig
 
 from telegram_server import FakeTelegram

@@ -11,11 +11,12 @@ import shutil
 import pytest
 from aiohttp import web
 
-from bot.admin_auth import hash_password
 from bot.app import build_assistant
 from bot.conversation import Chatter
 from bot.settings import Settings
-from bot.web import ASSISTANT, build_web_app
+from bot.web.admin.auth import hash_password
+from bot.web.app import build_web_app
+from bot.web.keys import ASSISTANT
 from diagnosis.predictor import Prediction, RankedLabel
 from knowledge.config import StoreConfig
 

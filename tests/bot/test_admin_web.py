@@ -10,11 +10,13 @@ import uuid
 import pytest
 from aiohttp import FormData
 
-from bot.admin_auth import hash_password, verify_password
 from bot.app import build_assistant
 from bot.conversation import Chatter
 from bot.settings import Settings
-from bot.web import ASSISTANT, build_web_app
+from bot.web.admin.app import require_admin
+from bot.web.admin.auth import hash_password, verify_password
+from bot.web.app import build_web_app
+from bot.web.keys import ASSISTANT
 from knowledge.config import StoreConfig
 from knowledge.content import CLINICS_CSV
 
@@ -84,6 +86,7 @@ def test_password_hashes_verify_only_the_right_password():
 @pytest.mark.parametrize(
     "method,path",
     [
+        ("GET", "/admin"),
         ("GET", "/admin/conditions"),
         ("GET", "/admin/conditions/acne"),
         ("POST", "/admin/conditions/acne"),
@@ -122,6 +125,35 @@ async def test_every_admin_route_refuses_without_a_session(
     client.session.cookie_jar.update_cookies({"skincare_admin": "eyJuIjoiZXZlIn0.forged"})
     response = await client.request(method, path, allow_redirects=False, data={"csrf": "x"})
     assert response.status in (303, 403)
+
+
+async def test_the_admin_middleware_guards_only_the_admin_sub_app(aiohttp_client_factory, tmp_path):
+    settings = Settings(
+        store=StoreConfig(sqlite_path=tmp_path / "db.sqlite3"), admin_password_hash=PASSWORD_HASH
+    )
+    app = build_web_app(build_assistant(settings))
+    assert require_admin not in app.middlewares  # the sub-app's own, not the root app's
+    client = await aiohttp_client_factory(app)
+    # A bogus admin cookie and no CSRF token: the chat, its API and /healthz do not care.
+    client.session.cookie_jar.update_cookies({"skincare_admin": "eyJuIjoiZXZlIn0.forged"})
+    page = await client.get("/?lang=en", allow_redirects=False)
+    assert page.status == 200 and "text/html" in page.headers["Content-Type"]
+    response = await client.post(
+        "/api/chat", json={"lang": "en", "kind": "command", "name": "help"}
+    )
+    assert response.status == 200 and (await response.json())["replies"]
+    assert (await client.get("/healthz")).status == 200
+    # Only the mount point is the admin's: a path that merely starts with "/admin" is not.
+    assert (await client.get("/administrator", allow_redirects=False)).status == 404
+    # ...while the admin routes still are guarded.
+    response = await client.get("/admin/faq", allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"].startswith("/admin/login")
+
+
+async def test_admin_home_leads_to_the_conditions(admin_client):
+    await sign_in(admin_client)
+    response = await admin_client.get("/admin", allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/admin/conditions"
 
 
 async def test_closed_without_a_password_hash(aiohttp_client_factory, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from bot.app import build_assistant
 from bot.settings import Settings
-from bot.web import build_web_app
+from bot.web.app import build_web_app
 from knowledge.config import StoreConfig
 
 from helpers import REPO_ROOT

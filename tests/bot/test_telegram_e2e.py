@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from bot.conversation import user_key
-from bot.web import ASSISTANT
+from bot.web.keys import ASSISTANT
 
 from telegram_server import FakeTelegram
 from telegram_support import buttons_of, free_port, replies_after, running_bot, text_of

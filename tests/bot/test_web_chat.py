@@ -15,7 +15,8 @@ from aiohttp import FormData
 
 from bot.app import build_assistant
 from bot.settings import Settings
-from bot.web import SESSION_COOKIE, build_web_app
+from bot.web.app import build_web_app
+from bot.web.chat import SESSION_COOKIE
 from diagnosis.intake import IntakeLimits
 from knowledge.config import StoreConfig
 

@@ -1,37 +1,24 @@
-"""The aiohttp server: the local web chat, its JSON API, Telegram's webhook and /healthz.
+"""The web chat: the page, its JSON API (POST /api/chat, /api/analyse).
 
 Handlers are thin: they unpack the request, call the Conversation (the same one Telegram
-uses), and return its replies as JSON; the page renders them. The server also owns the
-Telegram transport's lifecycle, so one process serves the web chat and the bot together.
+uses), and return its replies as JSON; the page renders them.
 """
 
 from __future__ import annotations
 
 import base64
-import hmac
 import json
-import logging
 import secrets
-from urllib.parse import urlparse
 
 from aiohttp import web
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from bot.admin_web import add_admin_routes
-from bot.app import Assistant
 from bot.conversation import Chatter, Reply, user_key
-from bot.settings import PROJECT_ROOT, SettingsError
 from bot.texts import default_texts
+from bot.web.keys import ASSISTANT, TEMPLATES
 from diagnosis.analysis import analyse_photo
+from knowledge.models import LANGUAGES
 
-log = logging.getLogger(__name__)
-
-ASSISTANT = web.AppKey("assistant", Assistant)
-TEMPLATES = web.AppKey("templates", Environment)
-TELEGRAM = web.AppKey("telegram", object)  # bot.telegram.TelegramTransport, when a token is set
-LANGUAGES = ("en", "ko")
 SESSION_COOKIE = "skincare_session"
-SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 WEB_WORDS = (
     "button_send_location",
     "working",
@@ -46,11 +33,10 @@ WEB_WORDS = (
 )
 
 
-def template_environment() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(PROJECT_ROOT / "templates"),
-        autoescape=select_autoescape(["html", "j2"]),
-    )
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/", index)
+    app.router.add_post("/api/analyse", analyse)
+    app.router.add_post("/api/chat", chat)
 
 
 def pick_language(request: web.Request) -> str:
@@ -59,18 +45,6 @@ def pick_language(request: web.Request) -> str:
         return chosen
     accept = request.headers.get("Accept-Language", "").lower()
     return "ko" if accept.startswith("ko") else "en"
-
-
-async def healthz(request: web.Request) -> web.Response:
-    assistant = request.app[ASSISTANT]
-    return web.json_response(
-        {
-            "status": "ok",
-            "model_installed": assistant.predictor is not None,
-            "model": assistant.model_version,
-            "store": assistant.settings.store.kind if assistant.store is not None else None,
-        }
-    )
 
 
 async def index(request: web.Request) -> web.Response:
@@ -173,24 +147,6 @@ async def _read_chat_request(request: web.Request, max_bytes: int) -> tuple[dict
     return fields, photo
 
 
-async def telegram_webhook(request: web.Request) -> web.Response:
-    """Updates from Telegram (webhook mode). Without the right secret header: 403, ignored."""
-    transport = request.app.get(TELEGRAM)
-    if transport is None:
-        return web.Response(status=404)
-    expected = request.app[ASSISTANT].settings.webhook_secret or ""
-    given = request.headers.get(SECRET_HEADER, "")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        log.warning("webhook request with a missing or wrong secret token: refused")
-        return web.Response(status=403, text="forbidden")
-    try:
-        update = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return web.Response(status=400, text="not JSON")
-    await transport.process_webhook_update(update)
-    return web.Response(text="ok")
-
-
 async def analyse(request: web.Request) -> web.Response:
     """POST a photo (multipart field `photo`, or the raw body): the analysis as JSON."""
     assistant = request.app[ASSISTANT]
@@ -228,59 +184,3 @@ async def _read_photo(request: web.Request, max_bytes: int) -> bytes | None:
         if len(data) > max_bytes:
             return None
     return bytes(data)
-
-
-def build_web_app(assistant: Assistant) -> web.Application:
-    # The body limit sits a little above the photo limit so that an over-size photo gets our own
-    # "file too large" answer instead of aiohttp's bare 413.
-    app = web.Application(client_max_size=assistant.settings.intake.max_bytes + (1 << 20))
-    app[ASSISTANT] = assistant
-    app[TEMPLATES] = template_environment()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/", index)
-    app.router.add_post("/api/analyse", analyse)
-    app.router.add_post("/api/chat", chat)
-    add_admin_routes(
-        app, assistant.settings.admin_password_hash, assistant.settings.admin_session_secret
-    )
-    settings = assistant.settings
-    if settings.telegram_token and settings.webhook_url:
-        app.router.add_post(webhook_path(settings.webhook_url), telegram_webhook)
-
-    async def start(app: web.Application) -> None:
-        await app[ASSISTANT].open_knowledge()
-        if settings.telegram_token:
-            app[TELEGRAM] = await start_telegram(app[ASSISTANT])
-
-    async def stop(app: web.Application) -> None:
-        transport = app.get(TELEGRAM)
-        if transport is not None:
-            await transport.stop()
-        await app[ASSISTANT].close()
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
-    return app
-
-
-def webhook_path(url: str) -> str:
-    """Where the webhook is served: the path of SKINCARE_WEBHOOK_URL (default /telegram)."""
-    return urlparse(url).path.rstrip("/") or "/telegram"
-
-
-async def start_telegram(assistant: Assistant):
-    from telegram.error import InvalidToken, TelegramError
-
-    from bot.telegram import TelegramTransport
-
-    transport = TelegramTransport(assistant.settings, assistant.conversation)
-    try:
-        await transport.start()
-    except InvalidToken as exc:
-        raise SettingsError(f"TELEGRAM_BOT_TOKEN: Telegram refused the token ({exc})") from exc
-    except TelegramError as exc:
-        where = "TELEGRAM_BASE_URL" if assistant.settings.telegram_base_url else "the network"
-        raise SettingsError(
-            f"TELEGRAM_BOT_TOKEN: cannot reach the Bot API (check {where}): {exc}"
-        ) from exc
-    return transport

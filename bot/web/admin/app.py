@@ -1,0 +1,98 @@
+"""The admin panel as its own application, mounted at /admin by the root app: care content, FAQ
+and clinics, edited without code or restarts.
+
+Plain HTML forms (templates/admin/), no JavaScript needed. Every change goes through the store's
+versioned saves: the form carries the version it was loaded from, a save on top of someone
+else's newer save is refused with their name and a side-by-side of both versions, and every
+version can be rolled back (knowledge/versions.py). The conversation reads the store on each
+answer, so a saved change is what the next user sees.
+
+Security: a password (its scrypt hash is SKINCARE_ADMIN_PASSWORD_HASH), a signed HttpOnly
+SameSite=Strict session cookie, a CSRF token in every form, failed sign-ins rate-limited per
+address; `require_admin`, this sub-app's own middleware, refuses every route without a valid
+session. aiohttp runs it only for requests routed to this sub-app: the chat never meets it.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bot.web.admin import clinics, conditions, faq, history, login
+from bot.web.admin.auth import LoginLimiter, SessionSigner
+from bot.web.admin.pages import LIMITER, SESSION, SIGNER
+from bot.web.keys import ASSISTANT
+
+
+def build_admin_app(password_hash: str | None, secret: str | None) -> web.Application:
+    app = web.Application(middlewares=[require_admin])
+    app[SIGNER] = SessionSigner(secret or password_hash or "closed")
+    app[LIMITER] = LoginLimiter()
+    setup_routes(app)
+    return app
+
+
+def setup_routes(app: web.Application) -> None:
+    """Paths below the mount point: "" is /admin itself, "/faq" is /admin/faq."""
+    r = app.router
+    r.add_get("", home)
+    r.add_get("/login", login.login_page)
+    r.add_post("/login", login.login)
+    r.add_post("/logout", login.logout)
+    r.add_get("/conditions", conditions.conditions)
+    r.add_get("/conditions/{label}", conditions.condition_page)
+    r.add_post("/conditions/{label}", conditions.save_condition)
+    r.add_get("/history/{kind}/{key}", history.history_page, name="admin_history")
+    r.add_post("/history/{kind}/{key}/rollback", history.rollback_to)
+    r.add_get("/faq", faq.faq_list)
+    r.add_get("/faq/new", faq.faq_new)
+    r.add_post("/faq/new", faq.faq_save)
+    r.add_get("/faq/{entry_id}", faq.faq_page)
+    r.add_post("/faq/{entry_id}", faq.faq_save)
+    r.add_post("/faq/{entry_id}/delete", faq.faq_delete)
+    r.add_get("/clinics", clinics.clinic_list)
+    r.add_get("/clinics/new", clinics.clinic_new)
+    r.add_post("/clinics/new", clinics.clinic_save)
+    r.add_get("/clinics/import", clinics.clinic_import_page)
+    r.add_post("/clinics/import", clinics.clinic_import)
+    r.add_get("/clinics/{clinic_id}", clinics.clinic_page)
+    r.add_post("/clinics/{clinic_id}", clinics.clinic_save)
+    r.add_post("/clinics/{clinic_id}/delete", clinics.clinic_delete)
+
+
+# The sign-in form and its POST are the only routes open without a session.
+OPEN_HANDLERS = (login.login_page, login.login)
+
+
+@web.middleware
+async def require_admin(request: web.Request, handler):
+    """Every admin route but the sign-in page needs a session; every POST a CSRF token."""
+    assistant = request.config_dict[ASSISTANT]
+    if not assistant.settings.admin_password_hash:
+        return web.Response(
+            status=404, text="The admin panel is closed: set SKINCARE_ADMIN_PASSWORD_HASH."
+        )
+    if request.match_info.handler in OPEN_HANDLERS:
+        return await handler(request)
+    session = request.app[SIGNER].read(request.cookies.get(login.SESSION_COOKIE))
+    if session is None:
+        if request.method == "GET":
+            raise web.HTTPSeeOther(f"/admin/login?next={request.path}")
+        raise web.HTTPForbidden(text="Sign in first.")
+    if request.method == "POST":
+        form = await request.post()
+        if not request.app[SIGNER].check_csrf(session, form.get("csrf")):
+            raise web.HTTPForbidden(text="Invalid or missing CSRF token: reload the page.")
+    request[SESSION] = session
+    if request.method != "POST":
+        return await handler(request)
+    try:
+        return await handler(request)
+    finally:
+        # Any admin change (a save, a delete, a rollback, an import) shows in this replica's
+        # next answer; the conversation otherwise reuses content read in the last second.
+        if assistant.knowledge is not None:
+            assistant.knowledge.forget()
+
+
+async def home(request: web.Request) -> web.Response:
+    raise web.HTTPSeeOther("/admin/conditions")

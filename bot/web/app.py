@@ -1,0 +1,85 @@
+"""The root application: its keys, its routes (/healthz, the chat, the webhook, the admin panel
+mounted at /admin) and the Telegram transport's lifecycle, so one process serves the web chat
+and the bot together. `python -m bot` runs what `build_web_app` returns."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from bot.app import Assistant
+from bot.settings import PROJECT_ROOT, SettingsError
+from bot.web import chat, webhook
+from bot.web.admin.app import build_admin_app
+from bot.web.keys import ASSISTANT, TELEGRAM, TEMPLATES
+
+
+def build_web_app(assistant: Assistant) -> web.Application:
+    settings = assistant.settings
+    # The body limit sits a little above the photo limit so that an over-size photo gets our own
+    # "file too large" answer instead of aiohttp's bare 413.
+    app = web.Application(client_max_size=settings.intake.max_bytes + (1 << 20))
+    app[ASSISTANT] = assistant
+    app[TEMPLATES] = template_environment()
+    app.router.add_get("/healthz", healthz)
+    chat.setup_routes(app)
+    webhook.setup_routes(app, settings)
+    # The admin's redirects, cookie paths and templates say /admin too: move them together.
+    app.add_subapp(
+        "/admin", build_admin_app(settings.admin_password_hash, settings.admin_session_secret)
+    )
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return app
+
+
+def template_environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(PROJECT_ROOT / "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    assistant = request.app[ASSISTANT]
+    return web.json_response(
+        {
+            "status": "ok",
+            "model_installed": assistant.predictor is not None,
+            "model": assistant.model_version,
+            "store": assistant.settings.store.kind if assistant.store is not None else None,
+        }
+    )
+
+
+async def start(app: web.Application) -> None:
+    assistant = app[ASSISTANT]
+    await assistant.open_knowledge()
+    if assistant.settings.telegram_token:
+        app[TELEGRAM] = await start_telegram(assistant)
+
+
+async def stop(app: web.Application) -> None:
+    transport = app.get(TELEGRAM)
+    if transport is not None:
+        await transport.stop()
+    await app[ASSISTANT].close()
+
+
+async def start_telegram(assistant: Assistant):
+    # Imported here: only a process with a bot token needs python-telegram-bot loaded.
+    from telegram.error import InvalidToken, TelegramError
+
+    from bot.telegram import TelegramTransport
+
+    transport = TelegramTransport(assistant.settings, assistant.conversation)
+    try:
+        await transport.start()
+    except InvalidToken as exc:
+        raise SettingsError(f"TELEGRAM_BOT_TOKEN: Telegram refused the token ({exc})") from exc
+    except TelegramError as exc:
+        where = "TELEGRAM_BASE_URL" if assistant.settings.telegram_base_url else "the network"
+        raise SettingsError(
+            f"TELEGRAM_BOT_TOKEN: cannot reach the Bot API (check {where}): {exc}"
+        ) from exc
+    return transport
