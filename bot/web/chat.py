@@ -16,6 +16,7 @@ from bot.conversation import Chatter, Reply, user_key
 from bot.texts import default_texts
 from bot.web.keys import ASSISTANT, TEMPLATES
 from diagnosis.analysis import analyse_photo
+from diagnosis.intake import IntakeLimits
 from knowledge.models import LANGUAGES
 
 SESSION_COOKIE = "skincare_session"
@@ -86,7 +87,7 @@ async def chat(request: web.Request) -> web.Response:
     session = request.cookies.get(SESSION_COOKIE)
     if conversation is None or not session:
         return web.json_response({"error": "no_session"}, status=400)
-    fields, photo = await _read_chat_request(request, assistant.settings.intake.max_bytes)
+    fields, photo = await _read_chat_request(request, assistant.settings.intake)
     secret = assistant.settings.user_key_secret
     lang = fields.get("lang") if fields.get("lang") in LANGUAGES else pick_language(request)
     chatter = Chatter(key=user_key(secret, "web", session), language_code=lang)
@@ -125,7 +126,9 @@ def _reply_json(reply: Reply) -> dict:
     return data
 
 
-async def _read_chat_request(request: web.Request, max_bytes: int) -> tuple[dict, bytes | None]:
+async def _read_chat_request(
+    request: web.Request, limits: IntakeLimits
+) -> tuple[dict, bytes | None]:
     """The request's fields and its photo (None: none sent, or over the size limit)."""
     if not request.content_type.startswith("multipart/"):
         try:
@@ -138,7 +141,7 @@ async def _read_chat_request(request: web.Request, max_bytes: int) -> tuple[dict
     reader = await request.multipart()
     async for part in reader:
         if part.name == "photo":
-            photo = await _read_part(part, max_bytes)
+            photo = await _read_part(part, limits)
             if photo is None:
                 fields.setdefault("kind", "photo")
                 return fields, None
@@ -153,34 +156,34 @@ async def analyse(request: web.Request) -> web.Response:
     if assistant.predictor is None:
         return web.json_response({"error": "no_model"}, status=503)
     limits = assistant.settings.intake
-    data = await _read_photo(request, limits.max_bytes)
+    data = await _read_photo(request, limits)
     if data is None:
         return web.json_response({"error": "file_too_large"}, status=413)
     result = await analyse_photo(data, assistant.predictor, limits, assistant.settings.quality)
     return web.json_response(result.to_dict(), status=422 if result.refused else 200)
 
 
-async def _read_part(part, max_bytes: int) -> bytes | None:
-    """A multipart field's bytes, or None once it passes `max_bytes` (read no further)."""
+async def _read_part(part, limits: IntakeLimits) -> bytes | None:
+    """A multipart field's bytes, or None once they are too large (read no further)."""
     data = bytearray()
     while chunk := await part.read_chunk(1 << 16):
         data.extend(chunk)
-        if len(data) > max_bytes:
+        if not limits.fits(len(data)):
             return None
     return bytes(data)
 
 
-async def _read_photo(request: web.Request, max_bytes: int) -> bytes | None:
+async def _read_photo(request: web.Request, limits: IntakeLimits) -> bytes | None:
     """The upload's bytes, or None when it is over the limit (read no further than that)."""
     if request.content_type.startswith("multipart/"):
         reader = await request.multipart()
         async for part in reader:
             if part.name == "photo":
-                return await _read_part(part, max_bytes)
+                return await _read_part(part, limits)
         return b""
     data = bytearray()
     async for chunk in request.content.iter_chunked(1 << 16):
         data.extend(chunk)
-        if len(data) > max_bytes:
+        if not limits.fits(len(data)):
             return None
     return bytes(data)
