@@ -23,8 +23,8 @@ from bot.admin_commands import ADMIN_COMMANDS, AdminCommands
 from bot.texts import Texts, default_texts, language_for, split_message
 from diagnosis.analysis import analyse_photo, check_photo
 from diagnosis.intake import ImageRejected, IntakeLimits
-from diagnosis.prediction import Prediction, Predictor
 from diagnosis.quality import QualityThresholds
+from diagnosis.serving import Prediction, Predictor
 from knowledge.models import (
     AnalysisRecord,
     Clinic,

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # torch is imported where weights are read or written, not fo
 
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.safetensors"
-ONNX_FILE = "model.onnx"  # optional: the same weights for ONNX Runtime (onnx_export.py)
+ONNX_FILE = "model.onnx"  # the same weights for ONNX Runtime (training/export.py)
 CARD_FORMAT = 1
 
 # Where `make run` looks when SKINCARE_MODEL is not set. The training pipeline writes here.

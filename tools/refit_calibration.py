@@ -22,16 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from diagnosis.bundle import load_bundle, write_card  # noqa: E402
-from diagnosis.calibration import (  # noqa: E402
+from diagnosis.training.calibration import (  # noqa: E402
     choose_abstain_threshold,
     choose_urgent_threshold,
     fit_temperature,
     softmax,
     urgent_flags,
 )
-from diagnosis.evaluate import bundle_logits, choose_samples  # noqa: E402
-from diagnosis.metrics import compute_metrics  # noqa: E402
-from diagnosis.train import CARD_METRICS  # noqa: E402
+from diagnosis.training.evaluate import bundle_logits, choose_samples  # noqa: E402
+from diagnosis.training.metrics import compute_metrics  # noqa: E402
+from diagnosis.training.train import CARD_METRICS  # noqa: E402
 
 
 def figures(bundle, logits, samples) -> dict:

@@ -16,7 +16,7 @@ from bot.app import build_assistant
 from bot.conversation import Chatter
 from bot.settings import Settings
 from bot.web import ASSISTANT, build_web_app
-from diagnosis.predictor import Prediction, RankedLabel
+from diagnosis.serving.postprocess import Prediction, RankedLabel
 
 from helpers import REPO_ROOT
 
