@@ -2,8 +2,13 @@
 
 Serving reads everything from the card (architecture, labels, input size, normalisation,
 temperature, abstention threshold), so a bundle trained at another size or with other labels
-runs without code changes. Anything wrong with a bundle stops start-up with a message naming the
-file and the problem: a bot that answers from the wrong weights is worse than one that is down.
+runs without code changes. The card is the one list of the model's labels and their names
+(training takes the names of known labels from the bundled card). torch and timm are imported
+only where weights are read or written: reading a card, as serving on ONNX Runtime does, needs
+neither.
+
+Anything wrong with a bundle stops start-up with a message naming the file and the problem: a bot
+that answers from the wrong weights is worse than one that is down.
 """
 
 from __future__ import annotations

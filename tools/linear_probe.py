@@ -5,8 +5,8 @@
 Same split (default: the bundled model's) and the same evaluation preprocessing (224 px, centre
 crop) as the bundled model: the ImageNet model's pooled 1280-d features of every photo, then a
 class-weighted multinomial logistic regression on the train part, its L2 strength chosen by val
-macro-F1; prints val and test figures with `diagnosis.training.metrics.compute_metrics` (macro-F1 over
-the named labels).
+macro-F1; prints val and test figures with `diagnosis.training.metrics.compute_metrics`
+(macro-F1 over the named labels).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 
 Training fits them on the GPU's bf16 logits (or, for the first bundle, on a WebP copy of the
 photos); serving runs fp32 on the CPU from the fp16 weights file. This refits them, with the
-same functions and targets as `diagnosis/training/train.py` (at most 20 % of val `other` photos answered
-confidently; urgent referral for 95 % of val malignant photos), on the logits that
+same functions and targets as `diagnosis/training/train.py` (at most 20 % of val `other`
+photos answered confidently; urgent referral for 95 % of val malignant photos), on the logits that
 `python -m diagnosis evaluate` computes, then prints val and test figures. --write stores the new
 calibration and the test figures in the model card (the weights and their checksum stay).
 """
