@@ -1,4 +1,5 @@
 # CPU-only image of the skin-care assistant (web chat + Telegram when a token is set).
+# The serving install only: the model runs on ONNX Runtime, so no torch (nor CUDA) in the image.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,13 +11,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# CPU wheels of the pinned torch: the default PyPI wheels carry CUDA (several GB).
-RUN pip install --index-url https://download.pytorch.org/whl/cpu \
-        torch==2.14.1 torchvision==0.29.1
-
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY diagnosis ./diagnosis
+COPY envconfig ./envconfig
 COPY knowledge ./knowledge
 COPY templates ./templates
 # The bundled model (diagnosis/bundled/) comes with the diagnosis package. An editable install

@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from diagnosis.bundle import BUNDLED_MODEL_DIR, ModelCard, load_bundle  # noqa: E402
-from diagnosis.onnx_classifier import OnnxClassifier, onnx_problem  # noqa: E402
-from diagnosis.predictor import (  # noqa: E402
-    Classifier,
+from diagnosis.serving.onnx_backend import OnnxBackend, onnx_problem  # noqa: E402
+from diagnosis.serving.torch_backend import (  # noqa: E402
+    TorchBackend,
     configure_threads,
     cpu_has_native_bf16,
     preprocess,
@@ -60,12 +60,12 @@ class PathResult:
 
 
 class OnnxPath:
-    """OnnxClassifier with the torch Classifier's forward(tensor) -> tensor, for this loop."""
+    """OnnxBackend with TorchBackend's forward(tensor) -> tensor, for this loop."""
 
     rechecked = 0
 
     def __init__(self, directory: Path):
-        self.classifier = OnnxClassifier(directory)
+        self.classifier = OnnxBackend(directory)
 
     def warm_up(self) -> None:
         self.classifier.warm_up()
@@ -105,9 +105,9 @@ def main() -> int:
     threads = configure_threads()
     bundle = load_bundle(args.bundle)
     card = bundle.card
-    plain = copy.deepcopy(bundle.model).eval()  # before Classifier makes it channels-last
-    served_fp32 = Classifier(bundle, inference="fp32")
-    paths: list[tuple[str, Classifier | OnnxPath | None, bool]] = [
+    plain = copy.deepcopy(bundle.model).eval()  # before TorchBackend makes it channels-last
+    served_fp32 = TorchBackend(bundle, inference="fp32")
+    paths: list[tuple[str, TorchBackend | OnnxPath | None, bool]] = [
         ("plain fp32 (reference)", None, False)
     ]
     problem = onnx_problem(args.bundle)
@@ -119,9 +119,9 @@ def main() -> int:
     native = cpu_has_native_bf16()
     if native:
         paths.append(
-            ("bf16 alone (no recheck)", Classifier(bundle, "bf16", recheck_margin=0), False)
+            ("bf16 alone (no recheck)", TorchBackend(bundle, "bf16", recheck_margin=0), False)
         )
-        paths.append(("served bf16 (close calls in fp32)", Classifier(bundle, "bf16"), True))
+        paths.append(("served bf16 (close calls in fp32)", TorchBackend(bundle, "bf16"), True))
     for _, classifier, _ in paths:
         if classifier is not None:
             classifier.warm_up()

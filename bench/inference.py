@@ -52,17 +52,17 @@ from diagnosis.bundle import (  # noqa: E402
     sha256_of,
     write_card,
 )
-from diagnosis.onnx_classifier import OnnxClassifier  # noqa: E402
-from diagnosis.onnx_export import export_onnx  # noqa: E402
-from diagnosis.prediction import preprocess_array  # noqa: E402
-from diagnosis.predictor import (  # noqa: E402
+from diagnosis.serving.batcher import Predictor  # noqa: E402
+from diagnosis.serving.onnx_backend import OnnxBackend  # noqa: E402
+from diagnosis.serving.preprocess import preprocess_array  # noqa: E402
+from diagnosis.serving.torch_backend import (  # noqa: E402
     RECHECK_MARGIN,
-    Classifier,
-    Predictor,
+    TorchBackend,
     configure_threads,
     cpu_has_native_bf16,
     preprocess,
 )
+from diagnosis.training.export import export_onnx  # noqa: E402
 
 DATASET = ROOT.parent / "shared/datasets/skin-photos"
 
@@ -122,7 +122,7 @@ async def predictor_run(
     latencies: list[float] = []
     await predictor.predict(photos[0])  # warm: the graph is built, oneDNN primitives cached
     batches_before = predictor.batches_run
-    rechecked_before = getattr(predictor.classifier, "rechecked", None)
+    rechecked_before = getattr(predictor.backend, "rechecked", None)
     deadline = time.perf_counter() + seconds
 
     async def client(index: int) -> None:
@@ -139,7 +139,7 @@ async def predictor_run(
     batches = predictor.batches_run - batches_before
     rechecked = None
     if rechecked_before is not None:
-        rechecked = (predictor.classifier.rechecked - rechecked_before) / max(1, len(latencies))
+        rechecked = (predictor.backend.rechecked - rechecked_before) / max(1, len(latencies))
     return Run(name, len(latencies) / elapsed, latencies, batches, rechecked)
 
 
@@ -228,18 +228,18 @@ async def measure(
     top = max(concurrency)
     with tempfile.TemporaryDirectory() as scratch:
         directory = onnx_bundle(name, bundle, scratch)
-        onnx = OnnxClassifier(directory)
+        onnx = OnnxBackend(directory)
         for clients in concurrency:
             title = f"Predictor ONNX Runtime fp32, {clients} conc."
             runs.append(await serve(onnx, photos, clients, seconds, title))
         if int8:
-            quantised = OnnxClassifier(int8_bundle(directory, photos, scratch))
+            quantised = OnnxBackend(int8_bundle(directory, photos, scratch))
             title = f"ONNX Runtime int8 (not served), {top} conc."
             runs.append(await serve(quantised, photos, top, seconds, title))
-    torch_fp32 = Classifier(bundle, inference="fp32")
+    torch_fp32 = TorchBackend(bundle, inference="fp32")
     runs.append(await serve(torch_fp32, photos, top, seconds, f"Predictor torch fp32, {top} conc."))
     if cpu_has_native_bf16():
-        bf16 = Classifier(bundle, inference="bf16", recheck_margin=margin)
+        bf16 = TorchBackend(bundle, inference="bf16", recheck_margin=margin)
         title = f"Predictor torch bf16{' + recheck' if margin else ''}, {top} conc."
         runs.append(await serve(bf16, photos, top, seconds, title))
     return runs

@@ -2,7 +2,7 @@
 
     python bench/profile_inference.py [--model bundled|resnet50] [--batches 20] [--batch 16]
 
-Runs `Classifier.predict_batch` (what the Predictor's worker runs) on batches of decoded real
+Runs `TorchBackend.predict_batch` (what the Predictor's worker runs) on batches of decoded real
 photos, after a warm-up, under cProfile and then under torch.profiler, and prints the top
 entries of each: preprocessing (PIL resize, normalise), the bf16 graph, the fp32 rechecks,
 building the answers. docs/performance.md summarises one run.
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from inference import load_photos, model_bundle  # noqa: E402
 
-from diagnosis.predictor import Classifier, configure_threads, preprocess  # noqa: E402
+from diagnosis.serving.torch_backend import TorchBackend, configure_threads, preprocess  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     threads = configure_threads()
     bundle, margin = model_bundle(args.model)
-    classifier = Classifier(bundle, inference="auto", recheck_margin=margin)
+    classifier = TorchBackend(bundle, inference="auto", recheck_margin=margin)
     classifier.warm_up()
     photos = load_photos(args.batch * args.batches, seed=1)
     batches = [photos[i : i + args.batch] for i in range(0, len(photos), args.batch)]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from bot.conversation import Conversation, FloodLimit
 from bot.settings import Settings, SettingsError
 from diagnosis.bundle import BundleError
-from diagnosis.onnx_classifier import OnnxClassifier
-from diagnosis.prediction import Backend, Predictor
+from diagnosis.serving import Predictor
+from diagnosis.serving import load_predictor as serving_predictor
 from knowledge.resilient import ResilientKnowledge
 from knowledge.seed import seed
 from knowledge.store import KnowledgeStore, StoreError, open_store
@@ -66,49 +66,19 @@ class Assistant:
 
 
 def load_predictor(settings: Settings) -> Predictor | None:
-    if not settings.model_explicit and not settings.model_path.exists():
+    serving = settings.serving
+    if not serving.model_explicit and not serving.model_path.exists():
         log.warning(
             "No trained model is installed at %s: photos will be answered with a notice "
             "instead of a prediction. Set SKINCARE_MODEL to a model bundle.",
-            settings.model_path,
+            serving.model_path,
         )
         return None
+    # diagnosis.serving picks the back-end: ONNX Runtime where it can, else torch, saying why.
     try:
-        classifier = load_classifier(settings)
+        return serving_predictor(serving, warm_up=True)
     except BundleError as exc:
         raise SettingsError(f"SKINCARE_MODEL: {exc}") from exc
-    log.info(
-        "Model %s (%s) loaded; inference %s on %d threads",
-        classifier.version,
-        classifier.card.architecture,
-        classifier.precision,
-        classifier.threads,
-    )
-    return Predictor(
-        classifier,
-        max_batch=settings.max_batch,
-        max_wait_ms=settings.batch_wait_ms,
-        warm_up=True,
-    )
-
-
-def load_classifier(settings: Settings) -> Backend:
-    """ONNX Runtime where it can serve the bundle (SKINCARE_RUNTIME auto or onnx, fp32), else
-    torch; `auto` says in the log why it fell back, `onnx` stops start-up instead."""
-    if settings.runtime != "torch" and settings.inference == "fp32":
-        try:
-            return OnnxClassifier(settings.model_path)
-        except (BundleError, ImportError) as exc:  # no/stale model.onnx, no onnxruntime
-            if settings.runtime == "onnx":
-                raise SettingsError(f"SKINCARE_RUNTIME=onnx: {exc}") from exc
-            log.warning("Serving the model with torch: %s", exc)
-    # torch only here: importing it costs ~500 MB and 1.6 s of start-up
-    from diagnosis.bundle import load_bundle
-    from diagnosis.predictor import Classifier as TorchClassifier
-    from diagnosis.predictor import configure_threads
-
-    configure_threads()
-    return TorchClassifier(load_bundle(settings.model_path), inference=settings.inference)
 
 
 def build_assistant(settings: Settings) -> Assistant:

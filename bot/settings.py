@@ -15,9 +15,8 @@ from functools import partial
 from pathlib import Path
 
 from bot.web.admin.auth import is_password_hash
-from diagnosis.bundle import BUNDLED_MODEL_DIR
+from diagnosis.config import ServingConfig
 from diagnosis.intake import IntakeLimits
-from diagnosis.prediction import INFERENCE_MODES, RUNTIMES
 from diagnosis.quality import QualityThresholds
 from envconfig import EnvReader, SettingsError  # noqa: F401 (SettingsError: re-exported)
 from knowledge.config import StoreConfig
@@ -29,8 +28,6 @@ _TOKEN_PATTERN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 
 @dataclass(frozen=True)
 class Settings:
-    model_path: Path = BUNDLED_MODEL_DIR
-    model_explicit: bool = False  # True when SKINCARE_MODEL was set: then it must load
     telegram_token: str | None = None
     telegram_base_url: str | None = None
     telegram_base_file_url: str | None = None
@@ -46,17 +43,12 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     log_level: str = "INFO"
-    max_batch: int = 16
     flood_max_messages: int = 20  # per user per flood window; more gets one "slow down"
     flood_window_s: float = 60.0
-    batch_wait_ms: float = 5.0
-    # fp32 by default: for the bundled model, bf16 plus the fp32 rechecks that keep its urgent
-    # referrals is slower than fp32 on this CPU (docs/performance.md); "auto" opts into bf16.
-    inference: str = "fp32"
-    # auto: ONNX Runtime when the bundle has a current model.onnx and inference is fp32 (twice
-    # the speed and 500 MB less memory than torch here, same answers), else torch.
-    runtime: str = "auto"
     telegram_max_rate: float = 30.0  # messages/s to Telegram in all (its limit); 0: no limit
+    # The diagnosis engine's own settings, each read by its own from_env (SKINCARE_MODEL,
+    # SKINCARE_RUNTIME..., SKINCARE_MAX_PHOTO_*, SKINCARE_QUALITY_*).
+    serving: ServingConfig = field(default_factory=ServingConfig)
     intake: IntakeLimits = field(default_factory=IntakeLimits)
     quality: QualityThresholds = field(default_factory=QualityThresholds)
 
@@ -75,10 +67,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         reader = EnvReader(env)
         defaults = cls()
-        model_value = reader.text("SKINCARE_MODEL")
         settings = cls(
-            model_path=Path(model_value).expanduser() if model_value else defaults.model_path,
-            model_explicit=model_value is not None,
             telegram_token=reader.text("TELEGRAM_BOT_TOKEN"),
             telegram_base_url=reader.url("TELEGRAM_BASE_URL"),
             telegram_base_file_url=reader.url("TELEGRAM_BASE_FILE_URL"),
@@ -94,38 +83,18 @@ class Settings:
             log_level=reader.choice(
                 "SKINCARE_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
-            max_batch=reader.integer("SKINCARE_MAX_BATCH", defaults.max_batch, 1, 256),
             flood_max_messages=reader.integer(
                 "SKINCARE_FLOOD_MAX_MESSAGES", defaults.flood_max_messages, 1, 10_000
             ),
             flood_window_s=reader.number(
                 "SKINCARE_FLOOD_WINDOW_S", defaults.flood_window_s, 1, 86_400
             ),
-            batch_wait_ms=reader.number("SKINCARE_BATCH_WAIT_MS", defaults.batch_wait_ms, 0, 1000),
-            inference=reader.choice("SKINCARE_INFERENCE", INFERENCE_MODES, defaults.inference),
-            runtime=reader.choice("SKINCARE_RUNTIME", RUNTIMES, defaults.runtime),
             telegram_max_rate=reader.number(
                 "SKINCARE_TELEGRAM_MAX_RATE", defaults.telegram_max_rate, 0, 10_000
             ),
-            intake=IntakeLimits(
-                max_bytes=reader.integer(
-                    "SKINCARE_MAX_PHOTO_BYTES", defaults.intake.max_bytes, 1024, 100 * 2**20
-                ),
-                max_pixels=reader.integer(
-                    "SKINCARE_MAX_PHOTO_PIXELS", defaults.intake.max_pixels, 4096, 200_000_000
-                ),
-                min_side=reader.integer(
-                    "SKINCARE_MIN_PHOTO_SIDE", defaults.intake.min_side, 1, 4096
-                ),
-            ),
-            quality=QualityThresholds(
-                **{
-                    name: reader.number(
-                        f"SKINCARE_QUALITY_{name.upper()}", getattr(defaults.quality, name)
-                    )
-                    for name in QualityThresholds.__dataclass_fields__
-                }
-            ),
+            serving=ServingConfig.from_env(env),
+            intake=IntakeLimits.from_env(env),
+            quality=QualityThresholds.from_env(env),
         )
         settings._check(reader)
         return settings
@@ -149,10 +118,3 @@ class Settings:
                 "SKINCARE_ADMIN_PASSWORD_HASH",
                 "is not a password hash: make one with `python -m bot hash-password`",
             )
-        if self.runtime == "onnx" and self.inference != "fp32":
-            reader.fail(
-                "SKINCARE_RUNTIME",
-                f"onnx computes in fp32 only; SKINCARE_INFERENCE={self.inference} needs torch",
-            )
-        if self.model_explicit and not self.model_path.is_dir():
-            reader.fail("SKINCARE_MODEL", f"{self.model_path} is not a model bundle folder")

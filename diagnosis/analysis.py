@@ -9,8 +9,9 @@ from typing import Any
 from PIL import Image
 
 from diagnosis.intake import ImageRejected, IntakeLimits, open_photo
-from diagnosis.prediction import Prediction, Predictor
 from diagnosis.quality import QualityReport, QualityThresholds, check_quality
+from diagnosis.serving.batcher import Predictor
+from diagnosis.serving.postprocess import Prediction
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,13 @@
 
 Serving reads everything from the card (architecture, labels, input size, normalisation,
 temperature, abstention threshold), so a bundle trained at another size or with other labels
-runs without code changes. Anything wrong with a bundle stops start-up with a message naming the
-file and the problem: a bot that answers from the wrong weights is worse than one that is down.
+runs without code changes. The card is the one list of the model's labels and their names
+(training takes the names of known labels from the bundled card). torch and timm are imported
+only where weights are read or written: reading a card, as serving on ONNX Runtime does, needs
+neither.
+
+Anything wrong with a bundle stops start-up with a message naming the file and the problem: a bot
+that answers from the wrong weights is worse than one that is down.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ if TYPE_CHECKING:  # torch is imported where weights are read or written, not fo
 
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.safetensors"
-ONNX_FILE = "model.onnx"  # optional: the same weights for ONNX Runtime (onnx_export.py)
+ONNX_FILE = "model.onnx"  # the same weights for ONNX Runtime (training/export.py)
 CARD_FORMAT = 1
 
 # Where `make run` looks when SKINCARE_MODEL is not set. The training pipeline writes here.

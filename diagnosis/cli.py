@@ -3,7 +3,10 @@
     python -m diagnosis predict PHOTO [PHOTO ...] [--json] [--gradcam OUT.png] [--bundle DIR]
 
 Exit codes: 0 every photo was analysed, 1 at least one was refused, 2 usage or model errors.
-All photos of one call go through one Predictor, so they are batched like concurrent chats.
+`predict` serves the model as the bot does (`ServingConfig.from_env`, ONNX Runtime unless the
+bundle has no model.onnx or torch is asked for), and all photos of one call go through one
+Predictor, so they are batched like concurrent chats. `train`, `evaluate`, `export-onnx` and
+`review` need the training extra (pip install '.[train]'); they import it only when run.
 """
 
 from __future__ import annotations
@@ -12,21 +15,27 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from diagnosis.analysis import PhotoAnalysis, analyse_photo
-from diagnosis.bundle import BUNDLED_MODEL_DIR, BundleError, load_bundle
+from diagnosis.bundle import BundleError, load_bundle
+from diagnosis.config import ServingConfig
 from diagnosis.intake import ImageRejected, RejectReason
-from diagnosis.predictor import Classifier, Predictor
+from diagnosis.serving.batcher import Predictor
+from diagnosis.serving.loader import load_backend
+from envconfig import SettingsError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
-CLI_BF16_MIN_PHOTOS = 32
+# What the [train] extra adds; a training command without them says how to install them.
+TRAINING_MODULES = frozenset(
+    {"torch", "torchvision", "timm", "onnx", "safetensors", "matplotlib", "tqdm"}
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from diagnosis.train_config import TrainConfig
+    from diagnosis.training.train_config import TrainConfig  # torch-free: defaults for --help
 
     # TrainConfig's defaults, for --help; the folders are given on the command line.
     TRAIN_DEFAULTS = TrainConfig(data_dir=Path("."), out_dir=Path("."))  # noqa: N806
@@ -124,6 +133,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.command == "predict":
         return predict_command(args)
+    try:
+        return training_command(args)
+    except SettingsError as exc:  # SKINCARE_MODEL and the like, read for the default bundle
+        print(f"Cannot {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        if exc.name not in TRAINING_MODULES:
+            raise
+        print(
+            f"`{args.command}` needs the training extra ({exc.name} is not installed): "
+            "pip install '.[train]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+
+
+def training_command(args: argparse.Namespace) -> int:
     if args.command == "train":
         return train_command(args)
     if args.command == "evaluate":
@@ -136,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from diagnosis.onnx_export import export_onnx
+    from diagnosis.training.export import export_onnx
 
     try:
-        path = export_onnx(args.bundle or default_bundle_dir()[0])
+        path = export_onnx(args.bundle or default_bundle_dir())
     except BundleError as exc:
         print(f"Cannot export: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -148,8 +174,8 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from diagnosis.train import train
-    from diagnosis.train_config import TrainConfig
+    from diagnosis.training.train import train
+    from diagnosis.training.train_config import TrainConfig
 
     options = {
         key: value
@@ -176,9 +202,14 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from diagnosis.evaluate import evaluate_bundle, format_report, save_figures, summary_json
+    from diagnosis.training.evaluate import (
+        evaluate_bundle,
+        format_report,
+        save_figures,
+        summary_json,
+    )
 
-    bundle_dir = args.bundle or default_bundle_dir()[0]
+    bundle_dir = args.bundle or default_bundle_dir()
     try:
         bundle = load_bundle(bundle_dir)
         evaluation = evaluate_bundle(
@@ -199,11 +230,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def review_command(args: argparse.Namespace) -> int:
-    from diagnosis.evaluate import evaluate_bundle
-    from diagnosis.review import review_grid
+    from diagnosis.training.evaluate import evaluate_bundle
+    from diagnosis.training.review import review_grid
 
     try:
-        bundle = load_bundle(args.bundle or default_bundle_dir()[0])
+        bundle = load_bundle(args.bundle or default_bundle_dir())
         evaluation = evaluate_bundle(bundle, args.data, args.split)
     except (BundleError, FileNotFoundError, ValueError) as exc:
         print(f"Cannot review: {exc}", file=sys.stderr)
@@ -213,36 +244,40 @@ def review_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def default_bundle_dir() -> tuple[Path, bool]:
-    """The bundle to use and whether the user chose it (then it must exist)."""
-    chosen = os.environ.get("SKINCARE_MODEL", "").strip()
-    return (Path(chosen), True) if chosen else (BUNDLED_MODEL_DIR, False)
+def default_bundle_dir() -> Path:
+    """The bundle the training commands use without --bundle: the one the bot would serve."""
+    return ServingConfig.from_env().model_path
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    bundle_dir, chosen = (args.bundle, True) if args.bundle else default_bundle_dir()
-    if not chosen and not bundle_dir.is_dir():
-        print(
-            f"No trained model is installed (looked in {bundle_dir}). "
-            "Train one with `python -m diagnosis train` or set SKINCARE_MODEL / --bundle.",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
     try:
-        bundle = load_bundle(bundle_dir)
-    except BundleError as exc:
+        config = ServingConfig.from_env()
+    except SettingsError as exc:
         print(f"Cannot load the model: {exc}", file=sys.stderr)
         return EXIT_USAGE
-
-    # Building the bf16 graph takes about a second: worth it for a batch, not for a few photos.
-    inference = "auto" if len(args.photos) > CLI_BF16_MIN_PHOTOS else "fp32"
-    inference = os.environ.get("SKINCARE_INFERENCE", "").strip() or inference
-    try:
-        classifier = Classifier(bundle, inference)
-    except ValueError as exc:
-        print(f"SKINCARE_INFERENCE: {exc}", file=sys.stderr)
+    if args.bundle:
+        config = replace(config, model_path=args.bundle, model_explicit=True)
+    if not config.model_path.is_dir():
+        if config.model_explicit:
+            print(
+                f"Cannot load the model: {config.model_path} is not a model bundle folder",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"No trained model is installed (looked in {config.model_path}). "
+                "Train one with `python -m diagnosis train` or set SKINCARE_MODEL / --bundle.",
+                file=sys.stderr,
+            )
         return EXIT_USAGE
-    results = asyncio.run(_analyse_all(args.photos, classifier))
+    try:
+        backend = load_backend(config)
+    except (BundleError, SettingsError) as exc:
+        print(f"Cannot load the model: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    results = asyncio.run(
+        _analyse_all(args.photos, Predictor(backend, config.max_batch, config.batch_wait_ms))
+    )
     refused = False
     for path, analysis in results:
         refused |= analysis.refused
@@ -252,16 +287,15 @@ def predict_command(args: argparse.Namespace) -> int:
             print(_human_report(path, analysis))
         if args.gradcam and analysis.prediction is not None:
             out = _gradcam_path(args.gradcam, path, several=len(args.photos) > 1)
-            out.write_bytes(classifier.gradcam_png(analysis.image))
+            out.write_bytes(backend.gradcam_png(analysis.image))
             if not args.json:
                 print(f"  Grad-CAM: {out}")
     return EXIT_REFUSED if refused else EXIT_OK
 
 
 async def _analyse_all(
-    photos: list[Path], classifier: Classifier
+    photos: list[Path], predictor: Predictor
 ) -> list[tuple[Path, PhotoAnalysis]]:
-    predictor = Predictor(classifier)
     try:
         analyses = await asyncio.gather(*(_analyse_file(path, predictor) for path in photos))
     finally:

@@ -1,7 +1,7 @@
 """Heatmaps shown to people: scaling a class-activation map to [0, 1] and drawing it on the photo.
 
-Torch-free, so that both back-ends (diagnosis.gradcam for torch, diagnosis.onnx_classifier) share
-it and the bot serving the ONNX model never imports torch.
+Torch-free, so that both back-ends (serving/torch_gradcam.py for torch, serving/onnx_backend.py)
+share it and the bot serving the ONNX model never imports torch.
 """
 
 from __future__ import annotations

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from envconfig import EnvReader
 
 # Formats a phone or a chat app sends. Anything else Pillow could open (TIFF, BMP, ICO...) is
 # refused as unsupported rather than decoded by a rarely exercised code path.
@@ -49,6 +52,20 @@ class IntakeLimits:
         """A file of `size` bytes may be taken: the one size rule for every transport (an
         unknown size passes here and is checked again on the bytes)."""
         return size is None or size <= self.max_bytes
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> IntakeLimits:
+        """SKINCARE_MAX_PHOTO_BYTES, SKINCARE_MAX_PHOTO_PIXELS, SKINCARE_MIN_PHOTO_SIDE."""
+        reader, defaults = EnvReader(env), cls()
+        return cls(
+            max_bytes=reader.integer(
+                "SKINCARE_MAX_PHOTO_BYTES", defaults.max_bytes, 1024, 100 * 2**20
+            ),
+            max_pixels=reader.integer(
+                "SKINCARE_MAX_PHOTO_PIXELS", defaults.max_pixels, 4096, 200_000_000
+            ),
+            min_side=reader.integer("SKINCARE_MIN_PHOTO_SIDE", defaults.min_side, 1, 4096),
+        )
 
 
 def open_photo(data: bytes, limits: IntakeLimits = IntakeLimits()) -> Image.Image:

@@ -41,11 +41,14 @@ background. Bright copies that pass are mostly of dark originals (median brightn
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
 from PIL import Image
+
+from envconfig import EnvReader
 
 # Longest side of the copy every measure is taken on. 160 px keeps the 180 px dermoscopic photos
 # (nearly) at their own resolution, which is what separates them from blurred copies; at 256 px
@@ -103,6 +106,17 @@ class QualityThresholds:
     # Added: share of blown-out pixels. Overexposing a photo with a dark background wipes out the
     # skin without raising the mean much.
     max_clipped: float = 0.15
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> QualityThresholds:
+        """SKINCARE_QUALITY_<FIELD> for each field, e.g. SKINCARE_QUALITY_MIN_SHARPNESS."""
+        reader, defaults = EnvReader(env), cls()
+        return cls(
+            **{
+                name: reader.number(f"SKINCARE_QUALITY_{name.upper()}", getattr(defaults, name))
+                for name in cls.__dataclass_fields__
+            }
+        )
 
 
 @dataclass(frozen=True)

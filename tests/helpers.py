@@ -13,14 +13,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from diagnosis.bundle import ModelCard, create_model, save_bundle
-from knowledge.content import MODEL_LABELS
+from diagnosis.bundle import BUNDLED_MODEL_DIR, ModelCard, create_model, read_card, save_bundle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_DIR = REPO_ROOT.parent / "shared" / "datasets" / "skin-photos"
 
-# The model's labels, from the one list the project keeps of them.
-LABELS = list(MODEL_LABELS)
+# The model's labels, from the one list the project keeps of them: the bundled model's card.
+LABELS = list(read_card(BUNDLED_MODEL_DIR).labels)
 
 
 def make_card(**overrides) -> ModelCard:

@@ -81,7 +81,7 @@ wait
 $PY - "$RUNS" "$OUT" "$DATA" "$DEVICE" <<'PY'
 import json, shutil, sys, tarfile
 from pathlib import Path
-from diagnosis.evaluate import evaluate_bundle
+from diagnosis.training.evaluate import evaluate_bundle
 runs, out, data, device = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 keys = ("macro_f1", "accuracy", "top3", "ece", "malignant_sensitivity", "other_confident_rate",
         "abstain_rate_named", "urgent_rate_non_malignant")

@@ -5,8 +5,8 @@
 Same split (default: the bundled model's) and the same evaluation preprocessing (224 px, centre
 crop) as the bundled model: the ImageNet model's pooled 1280-d features of every photo, then a
 class-weighted multinomial logistic regression on the train part, its L2 strength chosen by val
-macro-F1; prints val and test figures with `diagnosis.metrics.compute_metrics` (macro-F1 over
-the named labels).
+macro-F1; prints val and test figures with `diagnosis.training.metrics.compute_metrics`
+(macro-F1 over the named labels).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from torch.utils.data import DataLoader  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from diagnosis.bundle import BUNDLED_MODEL_DIR, create_model, read_card  # noqa: E402
-from diagnosis.data import PhotoDataset, class_weights, load_split  # noqa: E402
-from diagnosis.metrics import compute_metrics  # noqa: E402
-from diagnosis.predictor import configure_threads  # noqa: E402
-from diagnosis.train import initial_weights  # noqa: E402
-from diagnosis.train_config import TrainConfig  # noqa: E402
+from diagnosis.serving.torch_backend import configure_threads  # noqa: E402
+from diagnosis.training.data import PhotoDataset, class_weights, load_split  # noqa: E402
+from diagnosis.training.metrics import compute_metrics  # noqa: E402
+from diagnosis.training.train import initial_weights  # noqa: E402
+from diagnosis.training.train_config import TrainConfig  # noqa: E402
 
 L2_GRID = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 

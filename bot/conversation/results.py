@@ -21,8 +21,8 @@ from bot.conversation.views import (
 )
 from diagnosis.analysis import analyse_photo, explain_photo
 from diagnosis.intake import ImageRejected, IntakeLimits
-from diagnosis.prediction import Prediction, Predictor
 from diagnosis.quality import QualityThresholds
+from diagnosis.serving import Prediction, Predictor
 from knowledge.models import AnalysisRecord, Feedback, Triage, UserState
 from knowledge.resilient import ResilientKnowledge
 from knowledge.store import KnowledgeStore, StoreError

@@ -17,7 +17,7 @@ from bot.settings import Settings
 from bot.web.admin.auth import hash_password
 from bot.web.app import build_web_app
 from bot.web.keys import ASSISTANT
-from diagnosis.predictor import Prediction, RankedLabel
+from diagnosis.serving.postprocess import Prediction, RankedLabel
 from knowledge.config import StoreConfig
 
 from helpers import REPO_ROOT

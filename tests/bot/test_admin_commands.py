@@ -13,7 +13,7 @@ from PIL import Image, ImageFilter
 from bot.admin_commands import AdminCommands
 from bot.conversation import Chatter, Conversation, user_key
 from bot.texts import default_texts
-from diagnosis.predictor import Prediction, RankedLabel
+from diagnosis.serving.postprocess import Prediction, RankedLabel
 from knowledge.models import AnalysisRecord, Condition, FaqEntry, Feedback, Triage
 from knowledge.resilient import ResilientKnowledge
 from knowledge.seed import seed

@@ -16,8 +16,10 @@ from PIL import Image, ImageFilter
 from bot.conversation import Chatter, Conversation, FloodLimit, Reply, user_key
 from diagnosis.bundle import BUNDLED_MODEL_DIR, load_bundle
 from diagnosis.intake import IntakeLimits, open_photo
-from diagnosis.predictor import Classifier, Prediction, Predictor, RankedLabel
 from diagnosis.quality import QualityThresholds, check_quality
+from diagnosis.serving.batcher import Predictor
+from diagnosis.serving.postprocess import Prediction, RankedLabel
+from diagnosis.serving.torch_backend import TorchBackend
 from knowledge.faq import load_faq
 from knowledge.models import Feedback
 from knowledge.resilient import ResilientKnowledge
@@ -37,8 +39,8 @@ BORA = Chatter(user_key("test-secret", "telegram", 1002), "ko-KR")
 
 
 @pytest.fixture(scope="module")
-def classifier() -> Classifier:
-    return Classifier(load_bundle(BUNDLED_MODEL_DIR))
+def classifier() -> TorchBackend:
+    return TorchBackend(load_bundle(BUNDLED_MODEL_DIR))
 
 
 @pytest.fixture

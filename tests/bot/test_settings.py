@@ -11,7 +11,7 @@ VALID_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 
 def test_defaults_run_offline():
     settings = Settings.from_env({})
-    assert settings.model_path == BUNDLED_MODEL_DIR and not settings.model_explicit
+    assert settings.serving.model_path == BUNDLED_MODEL_DIR and not settings.serving.model_explicit
     assert settings.telegram_token is None
     assert settings.store == StoreConfig()
     assert settings.web_host == "127.0.0.1" and settings.web_port == 8080
@@ -33,7 +33,7 @@ def test_values_are_read(tmp_path):
             "SKINCARE_QUALITY_MIN_SHARPNESS": "1.5",
         }
     )
-    assert settings.model_path == Path(tmp_path) and settings.model_explicit
+    assert settings.serving.model_path == Path(tmp_path) and settings.serving.model_explicit
     assert settings.telegram_token == VALID_TOKEN
     assert settings.store.kind == "firestore"
     assert settings.store.sqlite_path == tmp_path / "x.db"
@@ -65,9 +65,9 @@ def test_bad_values_name_the_setting(env, named):
 
 def test_inference_and_telegram_rate_settings():
     defaults = Settings.from_env({})
-    assert defaults.inference == "fp32" and defaults.telegram_max_rate == 30
+    assert defaults.serving.inference == "fp32" and defaults.telegram_max_rate == 30
     settings = Settings.from_env({"SKINCARE_INFERENCE": "FP32", "SKINCARE_TELEGRAM_MAX_RATE": "0"})
-    assert settings.inference == "fp32" and settings.telegram_max_rate == 0
+    assert settings.serving.inference == "fp32" and settings.telegram_max_rate == 0
     with pytest.raises(SettingsError, match="SKINCARE_INFERENCE"):
         Settings.from_env({"SKINCARE_INFERENCE": "int8"})
     with pytest.raises(SettingsError, match="SKINCARE_TELEGRAM_MAX_RATE"):

@@ -14,6 +14,7 @@ import pytest
 from bot.app import build_assistant
 from bot.settings import Settings
 from bot.web.app import build_web_app
+from diagnosis import ServingConfig
 from knowledge.config import StoreConfig
 
 from helpers import REPO_ROOT
@@ -125,7 +126,7 @@ def test_broken_bundle_stops_start_up(start_bot, tmp_path):
 
 async def test_without_a_model_the_page_says_so(aiohttp_client_factory, tmp_path):
     settings = Settings(
-        model_path=tmp_path / "not-installed",
+        serving=ServingConfig(model_path=tmp_path / "not-installed"),
         store=StoreConfig(sqlite_path=tmp_path / "db.sqlite3"),
     )
     client = await aiohttp_client_factory(build_web_app(build_assistant(settings)))

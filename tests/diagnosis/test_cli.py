@@ -98,3 +98,39 @@ def test_python_dash_m_diagnosis(tiny_bundle, real_photo_paths):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model"] == "test-0"
+
+
+# The serving install has no torch: a process where importing it fails, as it does there.
+WITHOUT_TORCH = """
+import sys
+sys.modules["torch"] = None  # `import torch` now raises ModuleNotFoundError
+from diagnosis.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def run_without_torch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SKINCARE_")},
+        timeout=120,
+    )
+
+
+def test_without_torch_training_commands_say_what_to_install(tmp_path):
+    result = run_without_torch("export-onnx", "--bundle", str(tmp_path))
+    assert result.returncode == 2
+    assert "needs the training extra (torch is not installed): pip install '.[train]'" in (
+        result.stderr
+    )
+
+
+def test_without_torch_a_bundle_without_onnx_says_why_it_cannot_be_served(
+    tiny_bundle, real_photo_paths
+):
+    result = run_without_torch("predict", str(real_photo_paths[0]), "--bundle", str(tiny_bundle))
+    assert result.returncode == 2
+    assert "model.onnx not found" in result.stderr and "torch is not installed" in result.stderr

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from diagnosis.gradcam import grad_cam, overlay_png, target_layer
+from diagnosis.heatmap import overlay_png
+from diagnosis.serving.torch_gradcam import grad_cam, target_layer
 
 SIZE = 128
 RADIUS = 14

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from diagnosis.bundle import BUNDLED_MODEL_DIR, load_bundle
-from diagnosis.predictor import (
-    Classifier,
+from diagnosis.serving.torch_backend import (
+    TorchBackend,
     cpu_has_native_bf16,
     preprocess,
     resolve_inference,
@@ -62,7 +62,7 @@ def decisions(logits: torch.Tensor, card) -> dict[str, torch.Tensor]:
     }
 
 
-def compare(classifier: Classifier, batch, reference) -> dict[str, float]:
+def compare(classifier: TorchBackend, batch, reference) -> dict[str, float]:
     card = classifier.card
     got = decisions(classifier.forward(batch.contiguous(memory_format=torch.channels_last)), card)
     want = decisions(reference, card)
@@ -82,14 +82,14 @@ def test_auto_means_bf16_only_on_a_cpu_with_native_bf16():
 
 
 def test_fp32_path_gives_the_plain_models_answers(bundle, batch, reference):
-    result = compare(Classifier(bundle, inference="fp32"), batch, reference)
+    result = compare(TorchBackend(bundle, inference="fp32"), batch, reference)
     assert result["top1"] == result["abstain"] == result["urgent"] == 1.0
     assert result["max_prob_diff"] < 1e-4
 
 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
 def test_bf16_path_agrees_with_fp32_on_real_photos(bundle, batch, reference):
-    classifier = Classifier(bundle, inference="bf16")
+    classifier = TorchBackend(bundle, inference="bf16")
     result = compare(classifier, batch, reference)
     assert result["top1"] >= MIN_TOP1_AGREEMENT, result
     # "I can't tell" and "see a dermatologist soon" are answers too.
@@ -103,19 +103,19 @@ def test_bf16_path_agrees_with_fp32_on_real_photos(bundle, batch, reference):
 def test_close_calls_are_what_keeps_bf16_answers(bundle, batch, reference):
     """Without the fp32 recheck bf16 alone must still be close (else the recheck would be
     doing all the work), and the recheck margin is what brings it to full agreement."""
-    alone = compare(Classifier(bundle, inference="bf16", recheck_margin=0), batch, reference)
+    alone = compare(TorchBackend(bundle, inference="bf16", recheck_margin=0), batch, reference)
     assert alone["top1"] >= 0.9, alone
     assert alone["max_prob_diff"] < MAX_PROB_DIFF_BF16, alone
 
 
 def test_onnx_runtime_gives_the_fp32_answers(bundle, batch, reference):
-    from diagnosis.onnx_classifier import OnnxClassifier, onnx_problem
+    from diagnosis.serving.onnx_backend import OnnxBackend, onnx_problem
 
     if onnx_problem(BUNDLED_MODEL_DIR):
         pytest.fail(
             f"the bundled model must ship a current model.onnx: {onnx_problem(BUNDLED_MODEL_DIR)}"
         )
-    onnx = OnnxClassifier(BUNDLED_MODEL_DIR)
+    onnx = OnnxBackend(BUNDLED_MODEL_DIR)
     got = decisions(torch.from_numpy(onnx.forward(batch.numpy())), bundle.card)
     want = decisions(reference, bundle.card)
     for key in ("top", "abstain", "urgent"):

@@ -10,12 +10,12 @@ import torch
 from PIL import Image, ImageOps
 
 from diagnosis.bundle import ONNX_FILE, BundleError, load_bundle, read_card, save_bundle
-from diagnosis.gradcam import grad_cam
 from diagnosis.heatmap import stretch_to_unit
-from diagnosis.onnx_classifier import OnnxClassifier, onnx_problem
-from diagnosis.onnx_export import LogitsAndClassMaps, export_onnx
-from diagnosis.prediction import preprocess_array
-from diagnosis.predictor import Classifier, preprocess
+from diagnosis.serving.onnx_backend import OnnxBackend, onnx_problem
+from diagnosis.serving.preprocess import preprocess_array
+from diagnosis.serving.torch_backend import TorchBackend, preprocess
+from diagnosis.serving.torch_gradcam import grad_cam
+from diagnosis.training.export import LogitsAndClassMaps, export_onnx
 
 from helpers import make_bundle
 
@@ -37,8 +37,8 @@ def test_export_records_the_file_and_its_weights_in_the_card(exported):
 
 def test_same_answers_as_the_torch_classifier(exported, real_photo_paths):
     images = [Image.open(path).convert("RGB") for path in real_photo_paths]
-    torch_answers = Classifier(load_bundle(exported), inference="fp32").predict_batch(images)
-    onnx_answers = OnnxClassifier(exported).predict_batch(images)
+    torch_answers = TorchBackend(load_bundle(exported), inference="fp32").predict_batch(images)
+    onnx_answers = OnnxBackend(exported).predict_batch(images)
     assert len(onnx_answers) == len(images)
     for ours, theirs in zip(onnx_answers, torch_answers, strict=True):
         assert [r.label for r in ours.top] == [r.label for r in theirs.top]
@@ -50,7 +50,7 @@ def test_same_answers_as_the_torch_classifier(exported, real_photo_paths):
 def test_more_photos_than_one_micro_batch(exported):
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)) for _ in range(19)]
-    classifier = OnnxClassifier(exported)
+    classifier = OnnxBackend(exported)
     one_by_one = [classifier.predict_batch([image])[0] for image in images]
     together = classifier.predict_batch(images)
     for alone, batched in zip(one_by_one, together, strict=True):
@@ -61,7 +61,7 @@ def test_more_photos_than_one_micro_batch(exported):
 def test_heatmap_is_grad_cam(exported, real_photo_paths):
     """The class maps give Grad-CAM's heatmap without autograd: compare with the torch one."""
     bundle = load_bundle(exported)
-    onnx = OnnxClassifier(exported)
+    onnx = OnnxBackend(exported)
     _, height, width = bundle.card.input_size
     for path in real_photo_paths[:4]:
         image = Image.open(path).convert("RGB")
@@ -92,7 +92,7 @@ def test_weights_replaced_after_the_export_are_refused(exported, tmp_path):
     save_bundle(load_bundle(make_bundle(tmp_path / "other", seed=99)).model, card, directory)
     assert "other weights" in onnx_problem(directory)
     with pytest.raises(BundleError, match="other weights"):
-        OnnxClassifier(directory)
+        OnnxBackend(directory)
 
 
 def test_corrupt_or_missing_onnx_is_refused(exported, tmp_path):
@@ -104,7 +104,7 @@ def test_corrupt_or_missing_onnx_is_refused(exported, tmp_path):
     data[len(data) // 2] ^= 0xFF
     (directory / ONNX_FILE).write_bytes(bytes(data))
     with pytest.raises(BundleError, match="checksum"):
-        OnnxClassifier(directory)
+        OnnxBackend(directory)
     (directory / ONNX_FILE).unlink()
     assert "not found" in onnx_problem(directory)
 
@@ -146,10 +146,12 @@ def test_test_time_flip_answers_a_photo_and_its_mirror_alike(tmp_path, real_phot
     def probabilities(classifier, images):
         return [np.array(list(p.probabilities.values())) for p in classifier.predict_batch(images)]
 
-    torch_flip = probabilities(Classifier(load_bundle(flipped), inference="fp32"), [image, mirror])
-    onnx_flip = probabilities(OnnxClassifier(flipped), [image, mirror])
+    torch_flip = probabilities(
+        TorchBackend(load_bundle(flipped), inference="fp32"), [image, mirror]
+    )
+    onnx_flip = probabilities(OnnxBackend(flipped), [image, mirror])
     assert np.abs(torch_flip[0] - torch_flip[1]).max() < 1e-5
     assert np.abs(onnx_flip[0] - onnx_flip[1]).max() < 1e-5
     assert np.abs(torch_flip[0] - onnx_flip[0]).max() < 1e-4
-    one_pass = probabilities(Classifier(load_bundle(plain), inference="fp32"), [image, mirror])
+    one_pass = probabilities(TorchBackend(load_bundle(plain), inference="fp32"), [image, mirror])
     assert np.abs(one_pass[0] - one_pass[1]).max() > 1e-4  # the flip is what made them equal

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from diagnosis.bundle import load_bundle
-from diagnosis.predictor import Classifier, Predictor, preprocess
+from diagnosis.serving.batcher import Predictor
+from diagnosis.serving.torch_backend import TorchBackend, preprocess
 
 from helpers import LABELS, make_bundle
 
@@ -20,8 +21,8 @@ def random_photos(count: int, seed: int = 0) -> list[Image.Image]:
 
 
 @pytest.fixture(scope="module")
-def classifier(tiny_bundle) -> Classifier:
-    return Classifier(load_bundle(tiny_bundle))
+def classifier(tiny_bundle) -> TorchBackend:
+    return TorchBackend(load_bundle(tiny_bundle))
 
 
 def test_preprocess_follows_the_card(classifier):
@@ -51,8 +52,8 @@ def test_probabilities_top3_and_names(classifier, real_photo_paths):
 
 def test_temperature_flattens_probabilities(tmp_path):
     images = random_photos(3)
-    sharp = Classifier(load_bundle(make_bundle(tmp_path / "t1", seed=5, temperature=1.0)))
-    flat = Classifier(load_bundle(make_bundle(tmp_path / "t5", seed=5, temperature=5.0)))
+    sharp = TorchBackend(load_bundle(make_bundle(tmp_path / "t1", seed=5, temperature=1.0)))
+    flat = TorchBackend(load_bundle(make_bundle(tmp_path / "t5", seed=5, temperature=5.0)))
     for a, b in zip(sharp.predict_batch(images), flat.predict_batch(images), strict=True):
         assert a.best.label == b.best.label
         assert b.best.prob < a.best.prob
@@ -60,14 +61,14 @@ def test_temperature_flattens_probabilities(tmp_path):
 
 def test_abstains_below_threshold_or_on_other(tmp_path):
     images = random_photos(4)
-    cautious = Classifier(load_bundle(make_bundle(tmp_path / "c", abstain_threshold=1.0)))
+    cautious = TorchBackend(load_bundle(make_bundle(tmp_path / "c", abstain_threshold=1.0)))
     assert all(p.abstain for p in cautious.predict_batch(images))
     # With no threshold, abstention happens exactly when "other" is the top answer.
-    bold = Classifier(load_bundle(make_bundle(tmp_path / "b", abstain_threshold=0.0)))
+    bold = TorchBackend(load_bundle(make_bundle(tmp_path / "b", abstain_threshold=0.0)))
     for prediction in bold.predict_batch(images):
         assert prediction.abstain == (prediction.best.label == "other")
     # A model whose only strong answer is "other" abstains even when confident.
-    other_only = Classifier(load_bundle(make_bundle(tmp_path / "o")))
+    other_only = TorchBackend(load_bundle(make_bundle(tmp_path / "o")))
     with_bias = other_only.model.get_classifier()
     with_bias.bias.data[:] = -20
     with_bias.bias.data[LABELS.index("other")] = 20
@@ -76,7 +77,7 @@ def test_abstains_below_threshold_or_on_other(tmp_path):
 
 def test_urgent_when_malignant_labels_together_reach_the_threshold(tmp_path):
     images = random_photos(2)
-    classifier = Classifier(load_bundle(make_bundle(tmp_path / "u")))
+    classifier = TorchBackend(load_bundle(make_bundle(tmp_path / "u")))
     head = classifier.model.get_classifier()
     head.weight.data[:] = 0
     head.bias.data[:] = 0
@@ -118,7 +119,7 @@ async def test_inference_runs_off_the_event_loop_thread(classifier):
     loop_thread = threading.current_thread()
     seen_threads = set()
 
-    class Recording(Classifier):
+    class Recording(TorchBackend):
         def predict_batch(self, images):
             seen_threads.add(threading.current_thread())
             return super().predict_batch(images)
@@ -135,7 +136,7 @@ async def test_inference_runs_off_the_event_loop_thread(classifier):
 
 
 async def test_a_failing_batch_reaches_every_caller(classifier):
-    class Broken(Classifier):
+    class Broken(TorchBackend):
         def predict_batch(self, images):
             raise RuntimeError("model exploded")
 
@@ -148,7 +149,7 @@ async def test_a_failing_batch_reaches_every_caller(classifier):
         )
         assert all(isinstance(r, RuntimeError) for r in results)
         # and the predictor keeps serving afterwards
-        predictor.classifier = classifier
+        predictor.backend = classifier
         assert (await predictor.predict(random_photos(1)[0])).best.label in LABELS
     finally:
         await predictor.close()

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diagnosis.calibration import (
+from diagnosis.cli import main
+from diagnosis.serving.onnx_backend import onnx_problem
+from diagnosis.training.calibration import (
     choose_abstain_threshold,
     choose_urgent_threshold,
     expected_calibration_error,
     fit_temperature,
     softmax,
 )
-from diagnosis.cli import main
-from diagnosis.data import Sample, load_split, read_samples, save_split, split_samples
-from diagnosis.onnx_classifier import onnx_problem
-from diagnosis.train import train
-from diagnosis.train_config import TrainConfig
+from diagnosis.training.data import Sample, load_split, read_samples, save_split, split_samples
+from diagnosis.training.train import train
+from diagnosis.training.train_config import TrainConfig
 
 
 def test_split_keeps_groups_on_one_side_and_is_stratified(dataset_dir):
@@ -140,7 +140,7 @@ def test_the_command_line_trains_with_the_config_defaults(monkeypatch, tmp_path)
         received.append(config)
         raise Stop
 
-    monkeypatch.setattr("diagnosis.train.train", fake_train)
+    monkeypatch.setattr("diagnosis.training.train.train", fake_train)
     with pytest.raises(Stop):
         main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "out")])
     defaults = TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "out")

@@ -41,5 +41,5 @@ class TrainConfig:
     half_bundle: bool = True
     resume: bool = True
     max_minutes: float | None = 32.0  # stop starting epochs after this long, then finish
-    augment: str = "light"  # diagnosis.data.AUGMENTATIONS: "standard" or "light"
+    augment: str = "light"  # diagnosis.training.data.AUGMENTATIONS: "standard" or "light"
     progress: bool = True

@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from diagnosis.bundle import Bundle
-from diagnosis.evaluate import Evaluation
-from diagnosis.predictor import Classifier
+from diagnosis.serving.torch_backend import TorchBackend
+from diagnosis.training.evaluate import Evaluation
 
 TILE = 224
 CAPTION = 34
@@ -34,7 +34,7 @@ def misclassified(evaluation: Evaluation, limit: int) -> list[int]:
 def review_grid(
     bundle: Bundle, evaluation: Evaluation, data_dir: Path, limit: int = 24, columns: int = 6
 ) -> Image.Image:
-    classifier = Classifier(bundle)
+    backend = TorchBackend(bundle)
     labels = bundle.card.labels
     chosen = misclassified(evaluation, limit)
     rows = max(1, -(-len(chosen) // columns))
@@ -44,7 +44,7 @@ def review_grid(
         sample = evaluation.samples[index]
         with Image.open(Path(data_dir) / sample.file) as handle:
             photo = handle.convert("RGB")
-        heatmap = Image.open(io.BytesIO(classifier.gradcam_png(photo))).resize((TILE, TILE))
+        heatmap = Image.open(io.BytesIO(backend.gradcam_png(photo))).resize((TILE, TILE))
         x, y = (position % columns) * TILE, (position // columns) * (TILE + CAPTION)
         grid.paste(heatmap, (x, y))
         answer = int(evaluation.probs[index].argmax())

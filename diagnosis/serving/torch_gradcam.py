@@ -1,4 +1,4 @@
-"""Grad-CAM heatmaps for timm classifiers, and their overlay on the photo.
+"""Grad-CAM heatmaps for timm classifiers in torch (the torch back-end's `gradcam_png`).
 
 Grad-CAM (Selvaraju et al., 2017) weights the channels of a late convolutional layer by the
 spatially averaged gradient of the class score, keeps the positive part and upsamples it to the
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diagnosis.heatmap import overlay_png, stretch_to_unit  # noqa: F401 - overlay_png re-exported
+from diagnosis.heatmap import stretch_to_unit
 
 
 def target_layer(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,8 +1,9 @@
-"""The torch back-end: a bundle's timm model as a `Classifier` for `diagnosis.prediction`.
+"""The torch back-end: a bundle's timm model as a `Backend` for `Predictor`.
 
 It serves any bundle (the ONNX back-end needs the bundle's model.onnx) and is what training,
-evaluation and `SKINCARE_RUNTIME=torch` use. `Predictor` (in diagnosis.prediction, re-exported
-here) is its asyncio face: concurrent photos are batched on one worker thread.
+evaluation and `SKINCARE_RUNTIME=torch` use. It needs the `[train]` extra (torch, timm):
+the bot and `python -m diagnosis predict` import it only when asked for torch or when a bundle
+has no usable model.onnx.
 
 Speed on CPU (docs/performance.md has the measurements): the model runs as frozen TorchScript
 graphs, channels-last, batch-norm folded into the convolutions; in bf16 where the CPU computes it
@@ -10,7 +11,7 @@ natively (AVX-512 BF16 or AMX). bf16 alone changes 2 % of the bundled model's to
 shared photos, so every bf16 answer that lands close to a decision (top-2 gap, abstention
 threshold, urgent threshold) is computed again in fp32, which keeps 99.96 % of them
 (docs/performance.md lists the photos that still differ).
-`SKINCARE_INFERENCE=fp32` (Classifier(inference="fp32")) forces the plain fp32 path.
+`SKINCARE_INFERENCE=fp32` (TorchBackend(inference="fp32")) forces the plain fp32 path.
 """
 
 from __future__ import annotations
@@ -27,18 +28,12 @@ import torch
 from PIL import Image
 
 from diagnosis.bundle import Bundle, ModelCard
-
-# The torch-free parts, re-exported for the callers that use this torch back-end.
-from diagnosis.prediction import (  # noqa: F401
-    INFERENCE_MODES,
-    Prediction,
-    Predictor,
-    RankedLabel,
-    available_cpus,
-    center_crop_like,
-    predictions_from_logits,
-    preprocess_array,
-)
+from diagnosis.config import INFERENCE_MODES
+from diagnosis.heatmap import overlay_png
+from diagnosis.serving.backend import available_cpus
+from diagnosis.serving.postprocess import Prediction, predictions_from_logits
+from diagnosis.serving.preprocess import center_crop_like, preprocess_array
+from diagnosis.serving.torch_gradcam import grad_cam
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +100,7 @@ def _logit(p: torch.Tensor | float) -> torch.Tensor | float:
     return math.log(p / (1 - p))
 
 
-class Classifier:
+class TorchBackend:
     """The model and its card. Not thread-safe: `Predictor` gives it one worker thread.
 
     `inference`: "auto" (bf16 where the CPU has it natively, else fp32), "fp32" or "bf16".
@@ -228,8 +223,6 @@ class Classifier:
 
     def gradcam_png(self, image: Image.Image, label: str | None = None) -> bytes:
         """A heatmap of where the model looked for `label` (default: its top answer)."""
-        from diagnosis.gradcam import grad_cam, overlay_png
-
         tensor = preprocess(image, self.card).unsqueeze(0)
         class_index = self.card.labels.index(label) if label else None
         heatmap = grad_cam(self.model, tensor, class_index)

@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from diagnosis.bundle import Bundle, load_bundle
-from diagnosis.calibration import reliability_bins, softmax
-from diagnosis.data import SPLITS, PhotoDataset, Sample, load_split, read_samples
-from diagnosis.metrics import compute_metrics
+from diagnosis.training.calibration import reliability_bins, softmax
+from diagnosis.training.data import SPLITS, PhotoDataset, Sample, load_split, read_samples
+from diagnosis.training.metrics import compute_metrics
 
 SPLIT_FILE = "split.json"
 

@@ -11,7 +11,11 @@ from typing import Any
 import numpy as np
 
 from diagnosis.bundle import ModelCard
-from diagnosis.calibration import confident_other_rate, expected_calibration_error, urgent_flags
+from diagnosis.training.calibration import (
+    confident_other_rate,
+    expected_calibration_error,
+    urgent_flags,
+)
 
 
 def per_class_scores(predicted: np.ndarray, targets: np.ndarray, labels: list[str]) -> dict:

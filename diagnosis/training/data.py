@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 
 from diagnosis.bundle import ModelCard
-from diagnosis.predictor import preprocess
+from diagnosis.serving.torch_backend import preprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 SPLITS = ("train", "val", "test")

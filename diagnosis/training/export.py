@@ -1,4 +1,4 @@
-"""Exporting a bundle to ONNX for diagnosis.onnx_classifier (needs torch and `onnx`).
+"""Exporting a bundle to ONNX for diagnosis.serving.onnx_backend (needs torch and `onnx`).
 
 The graph has two outputs: the logits, and the class activation maps
 `maps[n, c] = sum_k W[c, k] * A[n, k]` of the last convolutional features A and the linear

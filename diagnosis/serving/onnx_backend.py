@@ -5,7 +5,7 @@ as fast as torch's frozen fp32 graph, with the same answers (largest logit diffe
 a bot that never imports torch needs about 500 MB less memory (docs/performance.md).
 
 A bundle gets its `model.onnx` from training or from `python -m diagnosis export-onnx`
-(diagnosis/onnx_export.py, which explains the graph's second output, the class activation maps
+(diagnosis/training/export.py, which explains the graph's second output, the class activation maps
 that give Grad-CAM without autograd). The card records the ONNX file's checksum and the checksum
 of the weights it came from: a bundle whose weights were replaced after the export is refused
 here, never served from stale weights.
@@ -21,13 +21,9 @@ from PIL import Image
 
 from diagnosis.bundle import ONNX_FILE, BundleError, ModelCard, read_card, sha256_of
 from diagnosis.heatmap import overlay_png, stretch_to_unit
-from diagnosis.prediction import (
-    Prediction,
-    available_cpus,
-    center_crop_like,
-    predictions_from_logits,
-    preprocess_array,
-)
+from diagnosis.serving.backend import available_cpus
+from diagnosis.serving.postprocess import Prediction, predictions_from_logits
+from diagnosis.serving.preprocess import center_crop_like, preprocess_array
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +48,8 @@ def onnx_problem(directory: Path, card: ModelCard | None = None) -> str | None:
     return None
 
 
-class OnnxClassifier:
-    """A bundle's model.onnx on ONNX Runtime's CPU provider; the `Classifier` of the bot.
+class OnnxBackend:
+    """A bundle's model.onnx on ONNX Runtime's CPU provider: the bot's default `Backend`.
 
     Not thread-safe by contract (Predictor gives it one worker thread), although ONNX Runtime
     sessions themselves are.

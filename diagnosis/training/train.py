@@ -21,14 +21,22 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from diagnosis.bundle import ModelCard, create_model, save_bundle, write_card
-from diagnosis.calibration import (
+from diagnosis.bundle import (
+    BUNDLED_MODEL_DIR,
+    BundleError,
+    ModelCard,
+    create_model,
+    read_card,
+    save_bundle,
+    write_card,
+)
+from diagnosis.training.calibration import (
     choose_abstain_threshold,
     choose_urgent_threshold,
     fit_temperature,
     softmax,
 )
-from diagnosis.data import (
+from diagnosis.training.data import (
     PhotoDataset,
     Sample,
     class_weights,
@@ -37,14 +45,13 @@ from diagnosis.data import (
     save_split,
     split_samples,
 )
-from diagnosis.evaluate import SPLIT_FILE, evaluate_bundle
-from diagnosis.metrics import compute_metrics
-from diagnosis.onnx_export import export_onnx
-from diagnosis.train_config import TrainConfig
+from diagnosis.training.evaluate import SPLIT_FILE, evaluate_bundle
+from diagnosis.training.export import export_onnx
+from diagnosis.training.metrics import compute_metrics
+from diagnosis.training.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-LABEL_NAMES_FILE = Path(__file__).resolve().parent / "label_names.json"
 MALIGNANT_LABELS = ("basal_cell_carcinoma", "melanoma")
 OTHER_LABEL = "other"
 CARD_METRICS = (
@@ -169,7 +176,12 @@ def limit_split(split: dict[str, list[Sample]], per_class: int, seed: int):
 
 
 def display_names(labels: list[str]) -> dict[str, dict[str, str]]:
-    known = json.loads(LABEL_NAMES_FILE.read_text(encoding="utf-8"))
+    """The bundled model's names for the labels it knows (its card is the one list of labels
+    and their names); a new label is named after itself until someone writes its card entry."""
+    try:
+        known = read_card(BUNDLED_MODEL_DIR).display_names
+    except BundleError:  # no bundled model yet: the first training run
+        known = {}
     return {label: known.get(label, {"en": label, "ko": label}) for label in labels}
 
 
