@@ -16,10 +16,9 @@ COPY bot ./bot
 COPY diagnosis ./diagnosis
 COPY envconfig ./envconfig
 COPY knowledge ./knowledge
-COPY templates ./templates
-# The bundled model (diagnosis/bundled/) comes with the diagnosis package. An editable install
-# keeps templates/ beside the code, where the assistant looks for them.
-RUN pip install -e . \
+# The bundled model (diagnosis/bundled/) and the reply templates (bot/templates/) are package
+# data: a plain install carries them.
+RUN pip install . \
     && useradd --system --uid 10001 --home-dir /app skincare \
     && mkdir -p /data && chown skincare /data
 

@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 from bot.web.admin.auth import is_password_hash
 from diagnosis.config import ServingConfig
@@ -21,7 +20,6 @@ from diagnosis.quality import QualityThresholds
 from envconfig import EnvReader, SettingsError  # noqa: F401 (SettingsError: re-exported)
 from knowledge.config import StoreConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Telegram tokens look like 123456789:AA... (bot id, colon, 35 url-safe characters).
 _TOKEN_PATTERN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 

@@ -1,4 +1,4 @@
-"""Every sentence a user reads, rendered from the jinja2 templates in templates/chat/<lang>/.
+"""Every sentence a user reads, rendered from the jinja2 templates in bot/templates/chat/<lang>/.
 
 Templates are autoescaped HTML of the small subset that Telegram's HTML parse mode accepts
 (<b>, <i>, <a href>), so the same text goes to Telegram and to the web chat, and content an
@@ -15,10 +15,11 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from bot.settings import PROJECT_ROOT
 from knowledge.models import LANGUAGES  # noqa: F401 (the one definition, re-exported)
 
-CHAT_TEMPLATES = PROJECT_ROOT / "templates" / "chat"
+# Inside the package, so that a plain (non-editable) install carries them.
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+CHAT_TEMPLATES = TEMPLATES_DIR / "chat"
 TELEGRAM_MESSAGE_LIMIT = 4096
 _BLANK_LINES = re.compile(r"\n{3,}")
 

@@ -8,7 +8,8 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from bot.app import Assistant
-from bot.settings import PROJECT_ROOT, SettingsError
+from bot.settings import SettingsError
+from bot.texts import TEMPLATES_DIR
 from bot.web import chat, webhook
 from bot.web.admin.app import build_admin_app
 from bot.web.keys import ASSISTANT, TELEGRAM, TEMPLATES
@@ -35,7 +36,7 @@ def build_web_app(assistant: Assistant) -> web.Application:
 
 def template_environment() -> Environment:
     return Environment(
-        loader=FileSystemLoader(PROJECT_ROOT / "templates"),
+        loader=FileSystemLoader(TEMPLATES_DIR),
         autoescape=select_autoescape(["html", "j2"]),
     )
 
