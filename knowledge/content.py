@@ -25,22 +25,11 @@ CONTENT_DIR = Path(__file__).resolve().parent / "content"
 CONDITIONS_DIR = CONTENT_DIR / "conditions"
 CLINICS_CSV = CONTENT_DIR / "clinics.csv"
 
-MODEL_LABELS = (
-    "acne",
-    "atopic_dermatitis",
-    "basal_cell_carcinoma",
-    "benign_keratosis",
-    "eczema",
-    "fungal_infection",
-    "melanocytic_nevus",
-    "melanoma",
-    "other",
-    "psoriasis_lichen_planus",
-    "seborrheic_keratosis_benign_tumor",
-    "viral_infection",
-)
+# The labels the shipped care content is written for: one file each in conditions/. The model's
+# labels live in its bundle's card (diagnosis/); tests/test_labels.py checks that they agree.
+CONTENT_LABELS = tuple(sorted(path.stem for path in CONDITIONS_DIR.glob("*.json")))
 SERVICES = ("skin_cancer_surgery", "mohs_surgery", "paediatric", "laser", "dermoscopy")
-KNOWN_TREATMENTS = frozenset(MODEL_LABELS + SERVICES)
+KNOWN_TREATMENTS = frozenset(CONTENT_LABELS + SERVICES)
 
 CLINIC_COLUMNS = (
     "id",

@@ -15,7 +15,7 @@ from bot.conversation.views import condition_view, percent
 from bot.texts import LANGUAGES, Texts, split_message
 from diagnosis.intake import RejectReason
 from diagnosis.quality import QualityIssue
-from knowledge.content import MODEL_LABELS, load_conditions
+from knowledge.content import CONTENT_LABELS, load_conditions
 from knowledge.models import Triage
 
 LEVELS = ("urgent", "self_care", "see_doctor", "abstain")
@@ -61,7 +61,7 @@ def conditions():
 
 def ranked_for(label: str, conditions, lang: str) -> list[dict]:
     """Top 3 as `Conversation._result` passes it: the label first, then two others."""
-    others = [other for other in MODEL_LABELS if other != label][:2]
+    others = [other for other in CONTENT_LABELS if other != label][:2]
     probs = (0.81, 0.12, 0.004)
     likelihood = {"en": "very likely", "ko": "가능성 매우 높음"}[lang]
     return [
@@ -255,7 +255,7 @@ def test_words_exist_in_both_languages(texts):
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
-@pytest.mark.parametrize("label", MODEL_LABELS)
+@pytest.mark.parametrize("label", CONTENT_LABELS)
 def test_result_and_care_for_every_label_level_and_urgency(texts, conditions, lang, label):
     condition = condition_view(conditions[label], lang)
     first_step = str(escape(condition["care_steps"][0])) if condition["care_steps"] else None

@@ -11,7 +11,7 @@ from aiohttp import web
 from bot.conversation.views import condition_view
 from bot.texts import default_texts
 from bot.web.admin.pages import actor, conflict_of, render, store_of, to_int
-from knowledge.content import MODEL_LABELS, validate_condition
+from knowledge.content import CONTENT_LABELS, validate_condition
 from knowledge.models import LANGUAGES, Condition, Ingredient, Source, Triage
 from knowledge.store import StaleWriteError
 
@@ -121,7 +121,7 @@ def render_preview(condition: Condition) -> tuple[dict[str, dict[str, str]], lis
     (this condition at 80 %, two others below) and the care tips. Template errors are problems."""
     texts = default_texts()
     level = str(condition.triage)
-    others = [label for label in MODEL_LABELS if label not in (condition.label, "other")][:2]
+    others = [label for label in CONTENT_LABELS if label not in (condition.label, "other")][:2]
     rendered: dict[str, dict[str, str]] = {}
     problems: list[str] = []
     for lang in LANGUAGES:

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.web.admin.pages import actor, conflict_of, edit_page, matches, render, store_of, to_int
-from knowledge.content import MODEL_LABELS
+from knowledge.content import CONTENT_LABELS
 from knowledge.faq import validate_faq
 from knowledge.models import LANGUAGES, FaqEntry
 from knowledge.store import StaleWriteError
@@ -38,7 +38,7 @@ def faq_from_form(form: Any, entry_id: str) -> FaqEntry:
 
 def _faq_form(request, entry, expected_version, *args, **kwargs):
     return edit_page(
-        request, "faq_edit", expected_version, *args, entry=entry, labels=MODEL_LABELS, **kwargs
+        request, "faq_edit", expected_version, *args, entry=entry, labels=CONTENT_LABELS, **kwargs
     )
 
 
@@ -64,7 +64,7 @@ async def faq_save(request: web.Request) -> web.Response:
     entry_id = request.match_info.get("entry_id") or str(form.get("id", "")).strip()
     entry = faq_from_form(form, entry_id)
     expected = to_int(form.get("expected_version"))
-    problems = validate_faq([entry], MODEL_LABELS)
+    problems = validate_faq([entry], CONTENT_LABELS)
     if not entry.topic:
         problems.append("topic: empty")
     if problems:
