@@ -191,23 +191,29 @@ class Conversation:
         return [reply]
 
     # ---- buttons ----------------------------------------------------------------------------
+    # Every button handler takes the same arguments (see ButtonHandler); a result's buttons get
+    # the user's current result, already checked to be the one the button belongs to.
 
-    async def _set_language(self, state: UserState, action: Action, *_: object) -> Reply:
+    async def _set_language(self, state: UserState, action: Action, *_unused: object) -> Reply:
         state.language, state.language_chosen = action.arg, True
         return self.say.reply("language_set", state)
 
-    async def _clinic_button(self, state: UserState, *_: object) -> Reply:
+    async def _clinic_button(self, state: UserState, *_unused: object) -> Reply:
         return self.clinics.ask_location(state)
 
-    async def _care(self, state: UserState, _action: Action, result: LastResult, _l) -> Reply:
+    async def _care(
+        self, state: UserState, action: Action, result: LastResult, *_unused: object
+    ) -> Reply:
         return await self.results.care(state, result)
 
     async def _heatmap(
-        self, state: UserState, _action: Action, result: LastResult, load_photo: PhotoLoader
+        self, state: UserState, action: Action, result: LastResult, load_photo: PhotoLoader | None
     ) -> Reply:
         return await self.results.heatmap(state, result, load_photo)
 
-    async def _feedback(self, state: UserState, action: Action, result: LastResult, _l) -> Reply:
+    async def _feedback(
+        self, state: UserState, action: Action, result: LastResult, *_unused: object
+    ) -> Reply:
         correct = action.kind == ActionKind.FEEDBACK_RIGHT
         return await self.results.feedback(state, result, correct)
 
