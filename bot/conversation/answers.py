@@ -25,7 +25,7 @@ class Answers:
 
     async def answer(self, state: UserState, question: str) -> Reply:
         result = LastResult.from_dict(state.last_result)
-        label = result.label if result else None
+        label = result.label_for_advice if result else None
         entries = await self.knowledge.faq(None)
         index = await self._faq_index(entries)
         # Answer in the language the question was asked in, not only the chat's setting.

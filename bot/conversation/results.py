@@ -93,6 +93,7 @@ class Results:
             model=prediction.model_version,
             photo_ref=photo_ref,
             at=now_iso(),
+            cancer=await self._likeliest_cancer(prediction) if urgent else None,
         )
         state.last_result = result.to_dict()
         state.awaiting = Awaiting.NOTHING
@@ -118,6 +119,17 @@ class Results:
             condition=condition_view(best, lang),
         )
         return Reply(text=text, buttons=self._buttons(state, result))
+
+    async def _likeliest_cancer(self, prediction: Prediction) -> str | None:
+        """The most likely of the conditions whose care content says "urgent" (the skin
+        cancers), whether or not it made the top answers."""
+        cancers = [
+            (prob, label)
+            for label, prob in prediction.probabilities.items()
+            if (condition := await self.knowledge.condition(label)) is not None
+            and condition.triage == Triage.URGENT
+        ]
+        return max(cancers)[1] if cancers else None
 
     async def _record(self, state: UserState, result: LastResult) -> None:
         """One anonymous record per answered photo, for /stats (retakes and refusals are not

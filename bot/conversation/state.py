@@ -87,10 +87,17 @@ class LastResult:
     model: str = ""
     photo_ref: str | None = None  # the transport's handle to fetch the photo again
     at: str = ""
+    # The skin cancer an urgent answer was about (the most likely malignant label), even when
+    # it was not the top answer: follow-ups and clinics are then about it.
+    cancer: str | None = None
 
     @property
     def label_for_advice(self) -> str | None:
-        """The condition follow-ups are scoped to: none after "I can't tell"."""
+        """The condition follow-up questions and clinic searches are about: the cancer after
+        an urgent answer, none after "I can't tell" (general answers, any dermatologist), else
+        the top answer."""
+        if self.urgent and self.cancer:
+            return self.cancer
         return None if self.abstain else self.label
 
     def to_dict(self) -> dict[str, Any]:

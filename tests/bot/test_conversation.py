@@ -457,3 +457,41 @@ async def test_store_errors_do_not_lose_the_reply(make_conversation, store, acne
     assert "not contagious" in only(await conversation.text(ALICE, "is acne contagious?")).text
     assert down.calls >= 8  # every update tried to read and to save
     assert await store.get_user(ALICE.key) is None
+
+
+# ---- what follow-ups and clinic searches are about (issue 13: scoped to what the answer said) ---
+
+GANGNAM = (37.4979, 127.0276)
+
+
+async def test_after_an_urgent_answer_follow_ups_and_clinics_are_about_the_cancer(
+    make_conversation, predictor, store, acne_photo
+):
+    # Eczema on top, melanoma only 6 % and outside the top-3: still an urgent answer.
+    top = [("eczema", 0.41), ("viral_infection", 0.17), ("other", 0.12)]
+    prediction = make_prediction(predictor.card, top, urgent=True)
+    prediction.probabilities.update(melanoma=0.06, basal_cell_carcinoma=0.01)
+    conversation = make_conversation(predictor=FixedPredictor(predictor, prediction))
+    only(await conversation.photo(ALICE, acne_photo))
+    state = await store.get_user(ALICE.key)
+    assert state.last_result["urgent"] and state.last_result["cancer"] == "melanoma"
+    reply = only(await conversation.text(ALICE, "is it contagious?"))
+    assert faq_answer("melanoma-contagious") in reply.text
+    assert "<b>Melanoma</b> (your last result)" in reply.text
+    listing = (await conversation.location(ALICE, *GANGNAM))[0]
+    assert "Melanoma" in listing.text and "Eczema" not in listing.text
+
+
+async def test_after_i_cant_tell_follow_ups_and_clinics_are_general(
+    make_conversation, predictor, store, acne_photo
+):
+    top = [("acne", 0.30), ("eczema", 0.25), ("fungal_infection", 0.2)]
+    prediction = make_prediction(predictor.card, top, abstain=True)
+    conversation = make_conversation(predictor=FixedPredictor(predictor, prediction))
+    only(await conversation.photo(ALICE, acne_photo))
+    reply = only(await conversation.text(ALICE, "is it contagious?"))
+    # Not acne's answer: the assistant could not tell, so it asks which condition.
+    assert faq_answer("acne-contagious") not in reply.text
+    assert "depends on the condition" in reply.text
+    listing = (await conversation.location(ALICE, *GANGNAM))[0]
+    assert "Acne" not in listing.text and "Dermatology clinics near" in listing.text
