@@ -613,3 +613,17 @@ def store_in_card(card: ModelCard, out: dict[str, Any]) -> None:
         "decision": choice.get("why", choice["adopted"]),
         "command": "python -m diagnosis screening --data ../shared/datasets/skin-photos",
     }
+    points = {row["name"]: row for row in out["abstain"]["points"]}
+    kept = points["chosen" if out["abstain"]["chosen"] is not None else "today"]
+    card.metrics["abstention"] = {
+        "rule": '"I can\'t tell" when the top probability < abstain_threshold or the top is other',
+        **{
+            f"{split}_{key}": kept[split][key]
+            for split in ("val", "test")
+            for key in ("coverage", "accuracy_answered", "named_abstain", "other_answered")
+        },
+        "decision": "chosen on val"
+        if out["abstain"]["chosen"] is not None
+        else 'kept: no threshold meets named "can\'t tell" <= 25 % and other answered <= 15 % '
+        "together on val",
+    }

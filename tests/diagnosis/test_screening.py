@@ -145,3 +145,44 @@ def test_referral_exactly_at_and_just_under_the_threshold(rule):
     scores = np.array([0.9, 0.5, np.nextafter(0.2, 0.0), 0.2])
     threshold = choose_screening_threshold(scores, 0.75)
     assert threshold == 0.2 and (scores >= threshold).tolist() == [True, True, False, True]
+
+
+def test_the_whole_analysis_writes_a_valid_card_and_keeps_the_checksums(tmp_path):
+    """analyse -> report -> figures -> card, on made-up probabilities for the bundled labels."""
+    import shutil
+
+    from diagnosis.bundle import BUNDLED_MODEL_DIR, read_card, write_card
+    from diagnosis.training.screening import (
+        SplitData,
+        analyse,
+        format_report,
+        save_figures,
+        store_in_card,
+    )
+
+    shutil.copy(BUNDLED_MODEL_DIR / "model_card.json", tmp_path / "model_card.json")
+    card = read_card(tmp_path)
+    before = (card.weights_sha256, card.onnx_sha256, card.onnx_weights_sha256)
+    rng = np.random.default_rng(0)
+    data = {}
+    for split in ("val", "test"):
+        targets = np.arange(240) % len(card.labels)
+        logits = rng.normal(size=(240, len(card.labels)))
+        logits[np.arange(240), targets] += 2.0  # a model that is right more often than not
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        sources = np.where(np.arange(240) % 3 == 0, "isic", "dermnet")
+        data[split] = SplitData(probs, targets, sources)
+    out = analyse(card, data)
+    assert [row["name"] for row in out["rules"]][0] == "today"
+    assert {row["rule"] for row in out["rules"]} == {"sum", "max", "per_class"}
+    for row in out["rules"][1:]:  # every val-chosen rule reaches 95 % on val
+        assert row["val"]["sensitivity"] >= 0.95
+    report = format_report(card, out)
+    assert "adopted:" in report and "test/isic" in report
+    paths = save_figures(card, data, out, tmp_path / "figures")
+    assert all(path.stat().st_size > 1000 for path in paths)
+    store_in_card(card, out)
+    write_card(card, tmp_path)
+    again = read_card(tmp_path)
+    assert (again.weights_sha256, again.onnx_sha256, again.onnx_weights_sha256) == before
+    assert again.metrics["screening"]["val_sensitivity"] == out["rules"][0]["val"]["sensitivity"]
