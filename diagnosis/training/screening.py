@@ -383,6 +383,21 @@ def analyse(card: ModelCard, data: dict[str, SplitData]) -> dict[str, Any]:
         if coverage_row(val.probs, val.targets, other, threshold)["named_abstain"] <= 0.25:
             points.append(("named abstain <= 25% on val", float(threshold)))
             break
+    kept = chosen if chosen is not None else card.abstain_threshold
+    out["abstain"]["per_source"] = {
+        f"{split}/{source}": coverage_row(
+            part.probs[part.sources == source], part.targets[part.sources == source], other, kept
+        )
+        for split, part in (("val", val), ("test", test))
+        for source in sorted(set(part.sources))
+    }
+    out["malignant_by_source"] = {
+        f"{split}/{source}": int(
+            (np.isin(part.targets, malignant) & (part.sources == source)).sum()
+        )
+        for split, part in (("val", val), ("test", test))
+        for source in sorted(set(part.sources))
+    }
     gate = choose_other_gate(val.probs, val.targets, other)
     out["abstain"]["points"] = []
     for name, threshold in points:
@@ -468,6 +483,10 @@ def format_report(card: ModelCard, out: dict[str, Any]) -> str:
                 for key in sorted(k for k in row if k.startswith("test_"))
             )
         )
+    lines.append(
+        "melanoma + BCC photos per source: "
+        + ", ".join(f"{k} {v}" for k, v in out["malignant_by_source"].items())
+    )
     choice = out["screening_choice"]
     lines.append(
         f"adopted: {choice['adopted']}" + (f" ({choice['why']})" if "why" in choice else "")
@@ -493,6 +512,13 @@ def format_report(card: ModelCard, out: dict[str, Any]) -> str:
         else f"adopted abstain threshold: today's {out['abstain']['today']} (no threshold meets "
         'named "can\'t tell" <= 25 % and `other` answered <= 15 % together on val)'
     )
+    lines.append("per source at that threshold:")
+    for key, row in out["abstain"]["per_source"].items():
+        lines.append(
+            f"  {key:13s} coverage {_pct(row['coverage'])}, accuracy among answered "
+            f'{_pct(row["accuracy_answered"])}, named "can\'t tell" {_pct(row["named_abstain"])}, '
+            f"other answered {_pct(row['other_answered'])}"
+        )
     lines += ["", "coverage curve per source (threshold: coverage / accuracy among answered)"]
     for key, rows in out["coverage"].items():
         picked = [
