@@ -5,8 +5,10 @@
 Exit codes: 0 every photo was analysed, 1 at least one was refused, 2 usage or model errors.
 `predict` serves the model as the bot does (`ServingConfig.from_env`, ONNX Runtime unless the
 bundle has no model.onnx or torch is asked for), and all photos of one call go through one
-Predictor, so they are batched like concurrent chats. `train`, `evaluate`, `export-onnx` and
-`review` need the training extra (pip install '.[train]'); they import it only when run.
+Predictor, so they are batched like concurrent chats. `train`, `evaluate`, `export-onnx`,
+`review` and `screening` (the urgent-referral and "I can't tell" points, chosen on val:
+diagnosis/training/screening.py) need the training extra (pip install '.[train]'); they import
+it only when run.
 """
 
 from __future__ import annotations
