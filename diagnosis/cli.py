@@ -5,8 +5,10 @@
 Exit codes: 0 every photo was analysed, 1 at least one was refused, 2 usage or model errors.
 `predict` serves the model as the bot does (`ServingConfig.from_env`, ONNX Runtime unless the
 bundle has no model.onnx or torch is asked for), and all photos of one call go through one
-Predictor, so they are batched like concurrent chats. `train`, `evaluate`, `export-onnx` and
-`review` need the training extra (pip install '.[train]'); they import it only when run.
+Predictor, so they are batched like concurrent chats. `train`, `evaluate`, `export-onnx`,
+`review` and `screening` (the urgent-referral and "I can't tell" points, chosen on val:
+diagnosis/training/screening.py) need the training extra (pip install '.[train]'); they import
+it only when run.
 """
 
 from __future__ import annotations
@@ -125,6 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     review.add_argument("--limit", type=int, default=24, help="most photos in the grid")
     review.add_argument("--out", type=Path, default=Path("review.png"))
+    screening = commands.add_parser(
+        "screening", help="choose the urgent-referral and abstention points on val, report test"
+    )
+    screening.add_argument("--bundle", type=Path, default=None, help="default: the bundled model")
+    screening.add_argument("--data", type=Path, required=True)
+    screening.add_argument(
+        "--figures", type=Path, default=Path("docs/figures"), help="folder for the PNG figures"
+    )
+    screening.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("/tmp/skincare-screening-logits.npz"),
+        help="val/test logits are kept here and reused while the model is the same",
+    )
+    screening.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    screening.add_argument(
+        "--write", action="store_true", help="store the chosen thresholds in the model card"
+    )
     return parser
 
 
@@ -158,6 +178,8 @@ def training_command(args: argparse.Namespace) -> int:
         return review_command(args)
     if args.command == "export-onnx":
         return export_command(args)
+    if args.command == "screening":
+        return screening_command(args)
     return EXIT_USAGE
 
 
@@ -241,6 +263,36 @@ def review_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     review_grid(bundle, evaluation, args.data, limit=args.limit).save(args.out)
     print(f"saved {args.out}")
+    return EXIT_OK
+
+
+def screening_command(args: argparse.Namespace) -> int:
+    from diagnosis.bundle import read_card, write_card
+    from diagnosis.training.screening import (
+        analyse,
+        format_report,
+        save_figures,
+        split_probabilities,
+        store_in_card,
+    )
+
+    bundle_dir = args.bundle or default_bundle_dir()
+    try:
+        card = read_card(bundle_dir)
+        data = split_probabilities(bundle_dir, args.data, card, args.cache)
+    except (BundleError, FileNotFoundError, ValueError) as exc:
+        print(f"Cannot screen: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    out = analyse(card, data)
+    print(format_report(card, out))
+    figures = save_figures(card, data, out, args.figures)
+    print("saved " + ", ".join(str(p) for p in figures))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=float) + "\n", encoding="utf-8")
+    if args.write:
+        store_in_card(card, out)
+        write_card(card, bundle_dir)
+        print(f"wrote {bundle_dir / 'model_card.json'} (weights and model.onnx untouched)")
     return EXIT_OK
 
 

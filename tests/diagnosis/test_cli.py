@@ -134,3 +134,9 @@ def test_without_torch_a_bundle_without_onnx_says_why_it_cannot_be_served(
     result = run_without_torch("predict", str(real_photo_paths[0]), "--bundle", str(tiny_bundle))
     assert result.returncode == 2
     assert "model.onnx not found" in result.stderr and "torch is not installed" in result.stderr
+
+
+def test_without_torch_screening_says_what_to_install(tmp_path):
+    result = run_without_torch("screening", "--data", str(tmp_path), "--figures", str(tmp_path))
+    assert result.returncode == 2
+    assert "`screening` needs the training extra (torch is not installed)" in result.stderr
