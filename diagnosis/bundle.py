@@ -52,6 +52,12 @@ class ModelCard:
     # refers the user to a dermatologist whatever the top answer is (chosen on validation).
     malignant_labels: list[str] = field(default_factory=list)
     urgent_threshold: float = 0.2
+    # Two tiers of referral, stated in proportion: "a skin cancer is likely" (the strong advice:
+    # see a dermatologist within 2 weeks, no self-care) when a malignant label is the top answer
+    # or together they reach this threshold; below it, from urgent_threshold up, "a skin cancer
+    # can't be ruled out" (a routine check, the benign answer's self-care kept). None: every
+    # referral is the strong tier (cards written before the tiers). Chosen on validation.
+    cancer_likely_threshold: float | None = None
     # Average the logits of the photo and of its mirror image (test-time augmentation), at twice
     # the compute. Every path that computes a bundle's logits honours it; Grad-CAM explains the
     # photo alone. Off for the bundled model: docs/model-report.md has the trade-off measured.
@@ -114,6 +120,11 @@ class ModelCard:
             problems.append(f"malignant_labels {unknown} are not among the labels")
         if not 0.0 < self.urgent_threshold <= 1.0:
             problems.append(f"urgent_threshold must be in (0, 1], not {self.urgent_threshold}")
+        likely = self.cancer_likely_threshold
+        if likely is not None and not self.urgent_threshold <= likely <= 1.0:
+            problems.append(
+                f"cancer_likely_threshold must be in [urgent_threshold, 1], not {likely}"
+            )
         if problems:
             raise BundleError(f"{source}: invalid model card: " + "; ".join(problems))
 

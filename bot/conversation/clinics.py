@@ -43,7 +43,7 @@ class Clinics:
         (and it was not "I can't tell"), else any dermatologist."""
         state.awaiting = Awaiting.NOTHING
         result = LastResult.from_dict(state.last_result)
-        label = result.label_for_advice if result else None
+        label = result.label_for_clinics if result else None
         lang = state.language
         try:
             found = await self.knowledge.nearest_clinics(

@@ -30,6 +30,9 @@ from knowledge.store.rules import now_iso
 
 log = logging.getLogger(__name__)
 
+# The care content's condition for everything else; its red flags are the emergency signs.
+CATCH_ALL_LABEL = "other"
+
 # Loads a photo the user sent earlier, by the transport's reference to it (a Telegram file_id).
 PhotoLoader = Callable[[str | None], Awaitable[bytes | None]]
 
@@ -80,20 +83,25 @@ class Results:
             item.label: await self.knowledge.condition(item.label) for item in prediction.top
         }
         best = conditions.get(prediction.best.label)
-        # 2. The decision.
-        top_is_urgent = best is not None and best.triage == Triage.URGENT
-        urgent = prediction.urgent or top_is_urgent
+        # 2. The decision: refer when the model's rule says so or the top answer is a cancer;
+        # the strong wording only in the "likely" tier.
+        top_is_cancer = best is not None and best.triage == Triage.URGENT
+        urgent = prediction.urgent or top_is_cancer
+        likely = urgent and (prediction.cancer_likely or top_is_cancer)
+        cancer = await self._likeliest_cancer(prediction) if urgent else None
         result = LastResult(
             id=uuid.uuid4().hex[:8],
             label=prediction.best.label,
             top=[{"label": item.label, "prob": round(item.prob, 4)} for item in prediction.top],
             abstain=prediction.abstain,
             urgent=urgent,
-            level="abstain" if prediction.abstain else triage_level(best, urgent),
+            level="abstain" if prediction.abstain else triage_level(best, likely),
             model=prediction.model_version,
             photo_ref=photo_ref,
             at=now_iso(),
-            cancer=await self._likeliest_cancer(prediction) if urgent else None,
+            cancer=cancer[0] if cancer else None,
+            cancer_prob=round(cancer[1], 4) if cancer else 0.0,
+            cancer_tier=("likely" if likely else "possible") if urgent else "",
         )
         state.last_result = result.to_dict()
         state.awaiting = Awaiting.NOTHING
@@ -114,22 +122,51 @@ class Results:
             "result",
             lang,
             level=result.level,
-            urgent=urgent,
+            urgent=likely,
             ranked=ranked,
             condition=condition_view(best, lang),
+            cancer=await self._cancer_view(cancer, result, lang),
+            emergency_signs=await self._emergency_signs(result, lang),
         )
         return Reply(text=text, buttons=self._buttons(state, result))
 
-    async def _likeliest_cancer(self, prediction: Prediction) -> str | None:
+    async def _likeliest_cancer(self, prediction: Prediction) -> tuple[str, float] | None:
         """The most likely of the conditions whose care content says "urgent" (the skin
-        cancers), whether or not it made the top answers."""
+        cancers), whether or not it made the top answers, with its probability."""
         cancers = [
             (prob, label)
             for label, prob in prediction.probabilities.items()
             if (condition := await self.knowledge.condition(label)) is not None
             and condition.triage == Triage.URGENT
         ]
-        return max(cancers)[1] if cancers else None
+        if not cancers:
+            return None
+        prob, label = max(cancers)
+        return label, prob
+
+    async def _cancer_view(
+        self, cancer: tuple[str, float] | None, result: LastResult, lang: str
+    ) -> dict | None:
+        """What the templates say about the cancer: which one, how likely, its warning signs."""
+        if cancer is None:
+            return None
+        label, prob = cancer
+        condition = await self.knowledge.condition(label)
+        return {
+            "label": label,
+            "name": condition_name(label, condition, lang),
+            "percent": percent(prob),
+            "tier": result.cancer_tier,
+            "warning_signs": condition.red_flags.get(lang, []) if condition else [],
+        }
+
+    async def _emergency_signs(self, result: LastResult, lang: str) -> list[str]:
+        """After "I can't tell" (which includes every `other` answer), the signs that need
+        emergency or same-day care: the catch-all condition's red flags."""
+        if not result.abstain:
+            return []
+        condition = await self.knowledge.condition(CATCH_ALL_LABEL)
+        return condition.red_flags.get(lang, []) if condition else []
 
     async def _record(self, state: UserState, result: LastResult) -> None:
         """One anonymous record per answered photo, for /stats (retakes and refusals are not
@@ -168,12 +205,17 @@ class Results:
 
     async def care(self, state: UserState, result: LastResult) -> Reply:
         condition = await self.knowledge.condition(result.label)
+        lang = state.language
+        cancer = None
+        if result.urgent and result.cancer:
+            cancer = await self._cancer_view((result.cancer, result.cancer_prob), result, lang)
         return self.say.reply(
             "care",
             state,
             level=result.level,
-            urgent=result.urgent,
-            condition=condition_view(condition, state.language),
+            urgent=result.urgent and not result.cancer_possible_only,
+            condition=condition_view(condition, lang),
+            cancer=cancer,
         )
 
     async def heatmap(

@@ -88,14 +88,28 @@ class LastResult:
     photo_ref: str | None = None  # the transport's handle to fetch the photo again
     at: str = ""
     # The skin cancer an urgent answer was about (the most likely malignant label), even when
-    # it was not the top answer: follow-ups and clinics are then about it.
+    # it was not the top answer, and how strongly: "likely" (see a dermatologist within 2 weeks,
+    # no self-care) or "possible" (can't be ruled out: a routine check, self-care kept).
     cancer: str | None = None
+    cancer_prob: float = 0.0
+    cancer_tier: str = ""  # "" in results stored before the tiers: read as "likely"
+
+    @property
+    def cancer_possible_only(self) -> bool:
+        return self.urgent and self.cancer_tier == "possible"
 
     @property
     def label_for_advice(self) -> str | None:
-        """The condition follow-up questions and clinic searches are about: the cancer after
-        an urgent answer, none after "I can't tell" (general answers, any dermatologist), else
-        the top answer."""
+        """The condition follow-up questions are about: the cancer after a "likely" answer,
+        none after "I can't tell" (general answers), else the top answer."""
+        if self.urgent and self.cancer and not self.cancer_possible_only:
+            return self.cancer
+        return None if self.abstain else self.label
+
+    @property
+    def label_for_clinics(self) -> str | None:
+        """Whom a clinic search looks for: clinics that check the cancer after any referral,
+        any dermatologist after "I can't tell", else clinics that treat the top answer."""
         if self.urgent and self.cancer:
             return self.cancer
         return None if self.abstain else self.label

@@ -31,6 +31,9 @@ class Prediction:
     abstain: bool  # True: the model should say "I can't tell"
     urgent: bool  # True: possible skin cancer, whatever the top answer (card's referral rule)
     model_version: str
+    # When urgent: True for the strong tier ("a skin cancer is likely"), False for "a skin cancer
+    # can't be ruled out" (card's cancer_likely_threshold).
+    cancer_likely: bool = True
 
     @property
     def best(self) -> RankedLabel:
@@ -44,6 +47,7 @@ class Prediction:
             ],
             "abstain": self.abstain,
             "urgent": self.urgent,
+            "cancer_likely": self.urgent and self.cancer_likely,
             "model": self.model_version,
         }
 
@@ -74,12 +78,20 @@ def prediction_from_probabilities(probs: np.ndarray, card: ModelCard) -> Predict
         for i in order
     )
     best = top[0]
-    abstain = best.prob < card.abstain_threshold or best.label == card.other_label
+    # The unrounded probability: a top answer of 0.43996 is under a 0.44 threshold even though
+    # it is shown as 44 %.
+    abstain = float(probs[order[0]]) < card.abstain_threshold or best.label == card.other_label
     malignant = sum(float(probs[card.labels.index(label)]) for label in card.malignant_labels)
+    urgent = bool(card.malignant_labels) and malignant >= card.urgent_threshold
+    likely_at = card.cancer_likely_threshold
+    cancer_likely = urgent and (
+        likely_at is None or best.label in card.malignant_labels or malignant >= likely_at
+    )
     return Prediction(
         top=top,
         probabilities={label: float(p) for label, p in zip(card.labels, probs, strict=True)},
         abstain=abstain,
-        urgent=bool(card.malignant_labels) and malignant >= card.urgent_threshold,
+        urgent=urgent,
         model_version=card.version,
+        cancer_likely=cancer_likely,
     )

@@ -52,6 +52,55 @@ def choose_screening_threshold(
     return float(min(scores[needed - 1], 1.0))
 
 
+LIKELY_MIN_PRECISION = 0.5  # the strong tier: photos in it are malignant at least half the time
+
+
+def tier_figures(val: SplitData, test: SplitData, malignant: list[int], floor: float) -> dict:
+    """The two referral tiers with the "likely" threshold chosen on val: per split, the shares
+    of non-malignant and malignant photos in each tier."""
+    likely = choose_likely_threshold(val.probs, val.targets, malignant, floor)
+    figures: dict[str, Any] = {"likely_threshold": likely, "floor": floor}
+    for name, part in (("val", val), ("test", test)):
+        is_malignant = np.isin(part.targets, malignant)
+        top_malignant = np.isin(part.probs.argmax(axis=1), malignant)
+        sums = part.probs[:, malignant].sum(axis=1)
+        referred_ = top_malignant | (sums >= floor)
+        strong = top_malignant | (sums >= likely)
+        figures[name] = {
+            group: {
+                "likely": float(strong[mask].mean()),
+                "possible": float((referred_ & ~strong)[mask].mean()),
+                "not_referred": float((~referred_)[mask].mean()),
+            }
+            for group, mask in (("non_malignant", ~is_malignant), ("malignant", is_malignant))
+        }
+    return figures
+
+
+def choose_likely_threshold(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    malignant: list[int],
+    floor: float,
+    min_precision: float = LIKELY_MIN_PRECISION,
+) -> float:
+    """The lowest malignant-sum threshold (>= `floor`, the referral threshold) at which the
+    photos given the strong "a skin cancer is likely" wording (top answer malignant, or the sum
+    at threshold) are truly malignant at least `min_precision` of the time; 1.0 if none is.
+
+    Lowest, because every step up moves real cancers to the milder "can't be ruled out" tier
+    (still referred, at a routine visit). Candidates are the observed sums, so it is exact.
+    """
+    is_malignant = np.isin(targets, malignant)
+    top_malignant = np.isin(probs.argmax(axis=1), malignant)
+    sums = probs[:, malignant].sum(axis=1)
+    for threshold in np.unique(np.concatenate([[floor], sums[sums >= floor]])):
+        strong = top_malignant | (sums >= threshold)
+        if strong.any() and is_malignant[strong].mean() >= min_precision:
+            return float(threshold)
+    return 1.0
+
+
 def malignant_scores(probs: np.ndarray, malignant: list[int], rule: str) -> np.ndarray:
     """The score the one-threshold rules compare with it: sum or max of the malignant labels."""
     part = probs[:, malignant]
@@ -360,6 +409,9 @@ def analyse(card: ModelCard, data: dict[str, SplitData]) -> dict[str, Any]:
             row["val_cv"] = cross_validated(val.probs, val.targets, malignant, other, rule)
         out["rules"].append(row)
     out["screening_choice"] = _choose_screening(out["rules"])
+    choice = out["screening_choice"]
+    floor = card.urgent_threshold if choice["adopted"] == "today" else float(choice["thresholds"])
+    out["tiers"] = tier_figures(val, test, malignant, floor)
 
     grid = np.round(np.arange(0.10, 0.91, 0.02), 2)
     out["coverage"] = {}
@@ -531,6 +583,19 @@ def format_report(card: ModelCard, out: dict[str, Any]) -> str:
                 for r in picked
             )
         )
+    tiers = out["tiers"]
+    lines += [
+        "",
+        f"referral tiers: likely at melanoma + BCC >= {tiers['likely_threshold']:.4f} "
+        f"(chosen on val), possible from {tiers['floor']:.4f}",
+    ]
+    for split in ("val", "test"):
+        for group in ("non_malignant", "malignant"):
+            row = tiers[split][group]
+            lines.append(
+                f"  {split:4s} {group:13s} likely {_pct(row['likely'])}  possible "
+                f"{_pct(row['possible'])}  not referred {_pct(row['not_referred'])}"
+            )
     return "\n".join(lines)
 
 
@@ -629,6 +694,18 @@ def store_in_card(card: ModelCard, out: dict[str, Any]) -> None:
         card.urgent_threshold = float(choice["thresholds"])
     if out["abstain"]["chosen"] is not None:
         card.abstain_threshold = float(out["abstain"]["chosen"])
+    card.cancer_likely_threshold = float(out["tiers"]["likely_threshold"])
+    card.metrics["cancer_tiers"] = {
+        "rule": "likely: a malignant top answer or melanoma + BCC >= cancer_likely_threshold "
+        "(photos there are malignant at least half the time on val); possible: from "
+        "urgent_threshold up to it",
+        **{
+            f"{split}_{group}_{tier}": out["tiers"][split][group][tier]
+            for split in ("val", "test")
+            for group in ("non_malignant", "malignant")
+            for tier in ("likely", "possible", "not_referred")
+        },
+    }
     today = out["rules"][0]
     card.metrics["screening"] = {
         "rule": "melanoma + BCC probability >= urgent_threshold, or a malignant top answer",

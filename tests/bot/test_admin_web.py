@@ -221,6 +221,12 @@ async def test_edit_preview_save_and_the_bot_uses_it_at_once(admin_client):
     preview = await admin_client.post("/admin/conditions/acne", data=form)
     text = await preview.text()
     assert preview.status == 200 and 'data-preview="result-ko"' in text and new_step in text
+    # Every referral tier is previewed too: the edited self-care stays beside "can't be ruled
+    # out", and is withheld when a cancer is likely.
+    possible = text.split('data-preview="result-possible-ko"')[1].split("</div>")[0]
+    likely = text.split('data-preview="result-likely-ko"')[1].split("</div>")[0]
+    assert "피부암일 가능성을 배제할 수 없어요" in possible and "흑색종 6%" in possible
+    assert new_step in possible and new_step not in likely and "2주 이내" in likely
     assert (await admin_client.assistant.store.get_condition("acne")).version == seeded  # unsaved
 
     form["action"] = "save"

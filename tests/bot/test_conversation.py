@@ -495,3 +495,78 @@ async def test_after_i_cant_tell_follow_ups_and_clinics_are_general(
     assert "depends on the condition" in reply.text
     listing = (await conversation.location(ALICE, *GANGNAM))[0]
     assert "Acne" not in listing.text and "Dermatology clinics near" in listing.text
+
+
+# ---- referral tiers (issue 13): in proportion, the cancer named with its percentage ---------
+
+
+def possible_cancer(card) -> Prediction:
+    """Eczema (self-care) on top; melanoma 7 %, outside the top-3: "can't be ruled out"."""
+    top = [("eczema", 0.62), ("atopic_dermatitis", 0.14), ("fungal_infection", 0.09)]
+    prediction = make_prediction(card, top, urgent=True)
+    prediction.probabilities.update(melanoma=0.07)
+    return dataclasses.replace(prediction, cancer_likely=False)
+
+
+@pytest.mark.parametrize(
+    "chatter, ruled_out, routine, heading",
+    [
+        (ALICE, "A skin cancer can't be ruled out: Melanoma 7%", "routine dermatology",
+         "First-line care"),
+        (BORA, "피부암일 가능성을 배제할 수 없어요: 흑색종 7%", "정기 진료", "기본 관리 방법"),
+    ],
+)  # fmt: skip
+async def test_a_cancer_that_is_only_possible_is_named_beside_the_self_care(
+    make_conversation, predictor, store, acne_photo, chatter, ruled_out, routine, heading
+):
+    fixed = FixedPredictor(predictor, possible_cancer(predictor.card))
+    conversation = make_conversation(predictor=fixed)
+    replies = await conversation.photo(chatter, acne_photo)
+    reply, text = replies[-1], joined(replies)  # long: sent in parts, buttons under the last
+    lang = "ko" if chatter is BORA else "en"
+    melanoma_sign = (await store.get_condition("melanoma")).red_flags[lang][0]
+    eczema_step = (await condition_steps(store, "eczema", lang))[0]
+    care = joined(await conversation.button(chatter, f"care:{result_id(reply)}"))
+    for shown in (text, care):
+        assert ruled_out in shown and routine in shown
+        assert str(escape(melanoma_sign)) in shown  # its own warning signs (ABCDE)
+        assert str(escape(eczema_step)) in shown  # the benign answer's self-care is kept
+    assert heading in text
+    assert "within 2 weeks" not in text and "2주 이내" not in text
+    state = await store.get_user(chatter.key)
+    assert state.last_result["level"] == "self_care" and state.last_result["urgent"]
+    assert state.last_result["cancer_tier"] == "possible"
+    # Questions stay about the answer given (eczema); the clinic search looks for the check.
+    question = "is it contagious?" if lang == "en" else "전염되나요?"
+    assert (
+        faq_answer("eczema-contagious", lang)
+        in only(await conversation.text(chatter, question)).text
+    )
+    listing = (await conversation.location(chatter, *GANGNAM))[0]
+    assert ("Melanoma" if lang == "en" else "흑색종") in listing.text
+
+
+async def test_a_likely_cancer_is_named_with_its_percentage(
+    make_conversation, predictor, acne_photo
+):
+    top = [("eczema", 0.55), ("melanoma", 0.30), ("other", 0.05)]
+    prediction = make_prediction(predictor.card, top, urgent=True)
+    conversation = make_conversation(predictor=FixedPredictor(predictor, prediction))
+    reply = only(await conversation.photo(ALICE, acne_photo))
+    assert "a skin cancer is among the likely possibilities (<b>Melanoma</b> (30%))" in reply.text
+    assert "within 2 weeks" in reply.text and FIRST_LINE_CARE not in reply.text
+
+
+@pytest.mark.parametrize("chatter, emergency", [(ALICE, "119"), (BORA, "119")])
+async def test_i_cant_tell_shows_the_emergency_signs(
+    make_conversation, predictor, store, acne_photo, chatter, emergency
+):
+    top = [("other", 0.5), ("eczema", 0.2), ("acne", 0.1)]
+    prediction = make_prediction(predictor.card, top, abstain=True)
+    conversation = make_conversation(predictor=FixedPredictor(predictor, prediction))
+    reply = only(await conversation.photo(chatter, acne_photo))
+    lang = "ko" if chatter is BORA else "en"
+    glass_test = (await store.get_condition("other")).red_flags[lang][1]
+    assert emergency in reply.text and str(escape(glass_test)) in reply.text
+    care = joined(await conversation.button(chatter, f"care:{result_id(reply)}"))
+    assert str(escape(glass_test)) in care  # "the warning signs above" are above now

@@ -403,3 +403,69 @@ def test_split_message_prefers_line_boundaries():
     for part in parts:
         assert all(line in lines for line in part.split("\n"))
     assert "\n".join(parts) == text
+
+
+RULED_OUT = {"en": "A skin cancer can't be ruled out", "ko": "피부암일 가능성을 배제할 수 없어요"}
+WITHIN_TWO_WEEKS = {"en": "within 2 weeks", "ko": "2주 이내"}
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("label", CONTENT_LABELS)
+def test_every_referral_tier_names_the_cancer_and_how_likely(texts, conditions, lang, label):
+    condition = condition_view(conditions[label], lang)
+    first_step = str(escape(condition["care_steps"][0])) if condition["care_steps"] else None
+    for cancer_label, tier, urgent in (
+        ("melanoma", "likely", True),
+        ("basal_cell_carcinoma", "likely", True),
+        ("melanoma", "possible", False),
+        ("basal_cell_carcinoma", "possible", False),
+    ):
+        signs = conditions[cancer_label].red_flags[lang]
+        cancer = {
+            "label": cancer_label,
+            "name": conditions[cancer_label].names[lang],
+            "percent": "6%",
+            "tier": tier,
+            "warning_signs": signs,
+        }
+        for level in LEVELS:
+            if tier == "possible" and level == "urgent":
+                continue  # a "possible" answer keeps the benign answer's own level
+            context = {
+                "level": level,
+                "urgent": urgent,
+                "ranked": ranked_for(label, conditions, lang),
+                "condition": condition,
+                "cancer": cancer,
+                "emergency_signs": [],
+            }
+            where = f"{lang}/{label}/{level}/{cancer_label}/{tier}"
+            for template in ("result", "care"):
+                text = rendered(texts, conditions, template, lang, **context)
+                # Which cancer, and how likely, whatever the tier.
+                assert str(escape(cancer["name"])) in text, where
+                assert "6%" in text, where
+                if tier == "likely":
+                    assert WITHIN_TWO_WEEKS[lang] in text, where
+                    assert first_step is None or first_step not in text, where
+                else:
+                    assert RULED_OUT[lang] in text, where
+                    assert str(escape(signs[0])) in text, where  # its own warning signs
+                    assert WITHIN_TWO_WEEKS[lang] not in text.split(RULED_OUT[lang])[1][:400]
+                    if level == "self_care" and first_step is not None:
+                        assert first_step in text, where  # self-care kept
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_i_cant_tell_lists_the_emergency_signs(texts, conditions, lang):
+    signs = conditions["other"].red_flags[lang]
+    context = {
+        "level": "abstain",
+        "urgent": False,
+        "ranked": ranked_for("other", conditions, lang),
+        "condition": condition_view(conditions["other"], lang),
+        "cancer": None,
+        "emergency_signs": signs,
+    }
+    text = rendered(texts, conditions, "result", lang, **context)
+    assert "119" in text and all(str(escape(sign)) in text for sign in signs)

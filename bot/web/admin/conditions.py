@@ -116,6 +116,15 @@ def condition_from_form(label: str, form: Any) -> tuple[Condition, list[str]]:
     return condition, problems
 
 
+# The cancer the tier previews name (the care content's own melanoma text is not needed to
+# show the wording around it).
+MELANOMA_NAMES = {"en": "Melanoma", "ko": "흑색종"}
+WARNING_SIGN_EXAMPLE = {
+    "en": "(the cancer's own warning signs from its care content)",
+    "ko": "(해당 피부암 관리 정보의 주의 징후)",
+}
+
+
 def render_preview(condition: Condition) -> tuple[dict[str, dict[str, str]], list[str]]:
     """What a user would see after a photo of this condition, in both languages: the result
     (this condition at 80 %, two others below) and the care tips. Template errors are problems."""
@@ -158,6 +167,25 @@ def render_preview(condition: Condition) -> tuple[dict[str, dict[str, str]], lis
                     "care", lang, level=level, urgent=level == "urgent", condition=context
                 ),
             }
+            # The referral tiers, so an editor sees what each says beside this condition.
+            for tier, share in (("possible", "6%"), ("likely", "30%")):
+                cancer = {
+                    "label": "melanoma",
+                    "name": MELANOMA_NAMES[lang],
+                    "percent": share,
+                    "tier": tier,
+                    "warning_signs": [WARNING_SIGN_EXAMPLE[lang]],
+                }
+                rendered[lang][f"result_{tier}"] = texts.render(
+                    "result",
+                    lang,
+                    level="urgent" if tier == "likely" else level,
+                    urgent=tier == "likely" or level == "urgent",
+                    ranked=ranked,
+                    condition=context,
+                    cancer=cancer,
+                    emergency_signs=[],
+                )
         except Exception as error:  # noqa: BLE001 - any template failure blocks the save
             problems.append(f"the {lang} reply templates do not render: {error}")
     return rendered, problems
