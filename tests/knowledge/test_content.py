@@ -156,7 +156,16 @@ def test_both_languages_everywhere_and_korean_is_korean(conditions):
 
 
 def test_sources_are_named_public_pages(conditions):
-    known = ("nhs.uk", "aad.org", "dermnetnz.org", "nice.org.uk", "mayoclinic.org", "derma.or.kr")
+    known = (
+        "nhs.uk",
+        "aad.org",
+        "dermnetnz.org",
+        "nice.org.uk",
+        "mayoclinic.org",
+        "derma.or.kr",
+        "health.kdca.go.kr",
+        "nedrug.mfds.go.kr",
+    )
     for label, condition in conditions.items():
         assert len(condition.sources) >= 2, label
         for source in condition.sources:
