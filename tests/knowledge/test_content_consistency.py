@@ -286,7 +286,8 @@ def test_urgent_conditions_never_list_over_the_counter_self_care(conditions):
 
 _OTC_WORDS = {
     "en": re.compile(
-        r"over[- ]the[- ]counter|pharmac|without (?:a )?prescription|non-prescription", re.I
+        r"over[- ]the[- ]counter|pharmac(?:y|ies)|without (?:a )?prescription|non-prescription",
+        re.I,
     ),
     "ko": re.compile(r"일반의약품|약국|처방 없이|처방전 없이"),
 }
@@ -342,7 +343,8 @@ def test_care_steps_carry_the_essential_caveat_of_the_product_they_name(conditio
                 for product, caveats in STEP_CAVEATS.items():
                     if _STEP_NAMES[product][language] not in step.lower():
                         continue
-                    if re.search(r"^(?:do not|don't)|마세요\.?$", step.strip(), re.I):
+                    first = re.split(r"(?<=[.!?])\s+", step.strip())[0]
+                    if re.search(r"^(?:do not|don't|avoid)\b|마세요\.?$", first, re.I):
                         continue  # a step warning against the product needs no usage caveat
                     missing = [p for p in caveats[language] if not re.search(p, step, re.I)]
                     if missing:
