@@ -44,7 +44,8 @@ EXPECTED_TRIAGE = {
     "atopic_dermatitis": Triage.SELF_CARE,
     "eczema": Triage.SELF_CARE,
     "fungal_infection": Triage.SELF_CARE,
-    "psoriasis_lichen_planus": Triage.SELF_CARE,
+    # both need prescription treatment; its self-care steps are kept as "meanwhile" steps
+    "psoriasis_lichen_planus": Triage.SEE_DOCTOR,
     "benign_keratosis": Triage.SEE_DOCTOR,
     "melanocytic_nevus": Triage.SEE_DOCTOR,
     "seborrheic_keratosis_benign_tumor": Triage.SEE_DOCTOR,
