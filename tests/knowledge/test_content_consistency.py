@@ -327,11 +327,13 @@ STEP_CAVEATS = {
     },
     "adapalene": {"en": [r"pregnan", r"prescription"], "ko": [r"임신", r"처방"]},
     "benzoyl peroxide": {"en": [r"bleach"], "ko": [r"탈색"]},
+    "salicylic acid wart treatment": {"en": [r"face", r"diabetes"], "ko": [r"얼굴", r"당뇨"]},
 }
 _STEP_NAMES = {
     "hydrocortisone": {"en": "hydrocortisone", "ko": "하이드로코르티손"},
     "adapalene": {"en": "adapalene", "ko": "아다팔렌"},
     "benzoyl peroxide": {"en": "benzoyl peroxide", "ko": "과산화벤조일"},
+    "salicylic acid wart treatment": {"en": "warts and verrucas", "ko": "손발 사마귀"},
 }
 
 
