@@ -44,7 +44,8 @@ EXPECTED_TRIAGE = {
     "atopic_dermatitis": Triage.SELF_CARE,
     "eczema": Triage.SELF_CARE,
     "fungal_infection": Triage.SELF_CARE,
-    "psoriasis_lichen_planus": Triage.SELF_CARE,
+    # both need prescription treatment; its self-care steps are kept as "meanwhile" steps
+    "psoriasis_lichen_planus": Triage.SEE_DOCTOR,
     "benign_keratosis": Triage.SEE_DOCTOR,
     "melanocytic_nevus": Triage.SEE_DOCTOR,
     "seborrheic_keratosis_benign_tumor": Triage.SEE_DOCTOR,
@@ -156,7 +157,16 @@ def test_both_languages_everywhere_and_korean_is_korean(conditions):
 
 
 def test_sources_are_named_public_pages(conditions):
-    known = ("nhs.uk", "aad.org", "dermnetnz.org", "nice.org.uk", "mayoclinic.org", "derma.or.kr")
+    known = (
+        "nhs.uk",
+        "aad.org",
+        "dermnetnz.org",
+        "nice.org.uk",
+        "mayoclinic.org",
+        "derma.or.kr",
+        "health.kdca.go.kr",
+        "nedrug.mfds.go.kr",
+    )
     for label, condition in conditions.items():
         assert len(condition.sources) >= 2, label
         for source in condition.sources:

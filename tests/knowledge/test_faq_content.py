@@ -14,6 +14,8 @@ from knowledge.models import LANGUAGES, FaqEntry, to_dict
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_CARD = REPO_ROOT / "diagnosis" / "bundled" / "model_card.json"
 
+# Conditions with a full FAQ (10+ entries, the core topics): the self-care ones, and psoriasis /
+# lichen planus, which is see_doctor (it needs prescriptions) but has the same self-care questions.
 SELF_CARE = {"acne", "atopic_dermatitis", "eczema", "fungal_infection", "psoriasis_lichen_planus"}
 MALIGNANT = {"basal_cell_carcinoma", "melanoma"}
 SELF_CARE_TOPICS = {"contagious", "duration", "steroid", "see-doctor", "model-result"}
