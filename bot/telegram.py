@@ -41,6 +41,7 @@ from bot.conversation import COMMANDS, ActionKind, Chatter, Conversation, Reply,
 from bot.settings import Settings
 from bot.telegram_http import AiohttpRequest
 from bot.texts import language_for
+from knowledge.geo import is_coordinate
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,16 @@ class TelegramTransport:
             await app.stop()
         await app.shutdown()
 
-    async def process_webhook_update(self, data: dict[str, Any]) -> None:
-        update = Update.de_json(data, self.application.bot)
+    async def process_webhook_update(self, data: Any) -> None:
+        """Queue one update POSTed to the webhook; ValueError when `data` is not an update."""
+        if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+            raise ValueError("not a JSON object with an integer update_id")
+        try:
+            update = Update.de_json(data, self.application.bot)
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            # PTB builds its objects with keyword arguments: a field of the wrong shape is a
+            # TypeError/AttributeError deep inside; to the sender it is one bad request.
+            raise ValueError(f"not a Telegram update ({type(error).__name__}: {error})") from error
         await self.application.update_queue.put(update)
 
     # ---- handlers --------------------------------------------------------------------------
@@ -173,6 +182,10 @@ class TelegramTransport:
 
     async def _on_location(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         where = update.effective_message.location
+        if not is_coordinate(where.latitude, where.longitude):
+            # Telegram's own clients cannot send this; a forged webhook update can.
+            await self._serve(update, lambda chatter: self.conversation.other(chatter, "location"))
+            return
         await self._serve(
             update,
             lambda chatter: self.conversation.location(chatter, where.latitude, where.longitude),

@@ -61,6 +61,13 @@ PHONE = re.compile(r"^0\d{1,2}-\d{3,4}-\d{4}$")  # Korean landline, e.g. 02-555-
 
 MIN_SOURCES = 2
 
+# Limits on a clinic CSV (an admin's upload, a file given to the CLI): far above any real clinic
+# list, low enough that a hostile or mistaken file is refused with a reason instead of filling
+# memory and the store. Python's csv module stops at 131072 characters a field on its own, with
+# an error that named no line; the field limit here is checked first and says where.
+MAX_CLINIC_ROWS = 5000
+MAX_FIELD_CHARS = 2000
+
 
 class ContentError(ValueError):
     """Seed content is malformed; `problems` lists every problem found (nothing was loaded)."""
@@ -256,6 +263,43 @@ def load_clinics_csv(path: Path = CLINICS_CSV) -> list[Clinic]:
     return parse_clinics_csv(path.read_text(encoding="utf-8-sig"), path)
 
 
+def _limited_rows(reader: csv.DictReader, path: str | Path):
+    """The reader's rows, refused (ContentError) past MAX_CLINIC_ROWS or MAX_FIELD_CHARS."""
+    count = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # the csv module's own field limit, or a broken quote
+            raise ContentError(
+                path,
+                [
+                    f"line {reader.line_num}: unreadable CSV ({error}); a field is too large "
+                    f"(the limit is {MAX_FIELD_CHARS} characters) or a quote is not closed"
+                ],
+            ) from error
+        count += 1
+        if count > MAX_CLINIC_ROWS:
+            raise ContentError(
+                path, [f"too many rows: more than {MAX_CLINIC_ROWS} clinics in one file"]
+            )
+        long = [
+            name
+            for name, value in row.items()
+            if isinstance(value, str) and len(value) > MAX_FIELD_CHARS
+        ]
+        if long:
+            raise ContentError(
+                path,
+                [
+                    f"line {reader.line_num}: field(s) {long} too large "
+                    f"(the limit is {MAX_FIELD_CHARS} characters)"
+                ],
+            )
+        yield row
+
+
 def parse_clinics_csv(text: str, source: str | Path = "upload") -> list[Clinic]:
     """`load_clinics_csv` for CSV text (an admin's upload); errors name `source`."""
     path = source
@@ -268,7 +312,8 @@ def parse_clinics_csv(text: str, source: str | Path = "upload") -> list[Clinic]:
         problems: list[str] = []
         clinics: list[Clinic] = []
         first_line: dict[str, int] = {}
-        for row in reader:
+        rows = _limited_rows(reader, path)
+        for row in rows:
             # reader.line_num is the row's LAST physical line; step back over quoted newlines.
             newlines = sum(value.count("\n") for value in row.values() if isinstance(value, str))
             line = reader.line_num - newlines

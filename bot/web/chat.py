@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import secrets
 
 from aiohttp import web
 
 from bot.conversation import Chatter, Reply, user_key
 from bot.texts import default_texts
+from bot.web.bodies import MALFORMED
 from bot.web.keys import ASSISTANT, TEMPLATES
 from diagnosis.analysis import analyse_photo
 from diagnosis.intake import IntakeLimits
+from knowledge.geo import is_coordinate
 from knowledge.models import LANGUAGES
 
 SESSION_COOKIE = "skincare_session"
@@ -87,7 +90,10 @@ async def chat(request: web.Request) -> web.Response:
     session = request.cookies.get(SESSION_COOKIE)
     if conversation is None or not session:
         return web.json_response({"error": "no_session"}, status=400)
-    fields, photo = await _read_chat_request(request, assistant.settings.intake)
+    try:
+        fields, photo = await _read_chat_request(request, assistant.settings.intake)
+    except MALFORMED:
+        return web.json_response({"error": "bad_body"}, status=400)
     secret = assistant.settings.user_key_secret
     lang = fields.get("lang") if fields.get("lang") in LANGUAGES else pick_language(request)
     chatter = Chatter(key=user_key(secret, "web", session), language_code=lang)
@@ -105,6 +111,8 @@ async def chat(request: web.Request) -> web.Response:
         try:
             lat, lon = float(fields["lat"]), float(fields["lon"])
         except (KeyError, TypeError, ValueError):
+            lat = lon = math.nan
+        if not is_coordinate(lat, lon):  # "NaN", "inf" and 91 all parse as floats
             return web.json_response({"error": "bad_location"}, status=400)
         replies = await conversation.location(chatter, lat, lon)
     elif kind == "button":
@@ -133,7 +141,7 @@ async def _read_chat_request(
     if not request.content_type.startswith("multipart/"):
         try:
             fields = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, LookupError):
             fields = {}
         return (fields if isinstance(fields, dict) else {}), None
     fields: dict = {}
@@ -156,7 +164,10 @@ async def analyse(request: web.Request) -> web.Response:
     if assistant.predictor is None:
         return web.json_response({"error": "no_model"}, status=503)
     limits = assistant.settings.intake
-    data = await _read_photo(request, limits)
+    try:
+        data = await _read_photo(request, limits)
+    except MALFORMED:
+        return web.json_response({"error": "bad_body"}, status=400)
     if data is None:
         return web.json_response({"error": "file_too_large"}, status=413)
     result = await analyse_photo(data, assistant.predictor, limits, assistant.settings.quality)
