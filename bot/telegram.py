@@ -40,7 +40,7 @@ from telegram.ext import (
 from bot.conversation import COMMANDS, ActionKind, Chatter, Conversation, Reply, user_key
 from bot.settings import Settings
 from bot.telegram_http import AiohttpRequest
-from bot.texts import language_for
+from bot.texts import TELEGRAM_MESSAGE_LIMIT, language_for, plain_text, telegram_problems
 from knowledge.geo import is_coordinate
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,8 @@ class TelegramTransport:
                 address=venue.address[:256] or " ",
             )
         elif reply.photo is not None:
-            short = len(reply.text) <= CAPTION_LIMIT
+            # A caption Telegram would refuse (too long, or bad HTML) goes as its own message.
+            short = bool(reply.text) and not telegram_problems(reply.text, CAPTION_LIMIT)
             await bot.send_photo(
                 chat_id,
                 reply.photo,
@@ -305,6 +306,24 @@ class TelegramTransport:
             await self._send_text(chat_id, reply.text, markup)
 
     async def _send_text(self, chat_id: int, text: str, markup: Any) -> None:
+        problems = telegram_problems(text)
+        if problems:
+            # Telegram would refuse it, and the user would get nothing: send the words without
+            # their formatting instead, and say loudly that a template or the splitter is wrong.
+            log.error("a reply Telegram would refuse (%s): sent as plain text", "; ".join(problems))
+            plain = plain_text(text).strip() or "…"
+            parts = [
+                plain[i : i + TELEGRAM_MESSAGE_LIMIT]
+                for i in range(0, len(plain), TELEGRAM_MESSAGE_LIMIT)
+            ]
+            for number, part in enumerate(parts, 1):
+                await self.application.bot.send_message(
+                    chat_id,
+                    part,
+                    reply_markup=markup if number == len(parts) else None,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                )
+            return
         await self.application.bot.send_message(
             chat_id,
             text,
