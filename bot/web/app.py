@@ -13,6 +13,7 @@ from bot.texts import TEMPLATES_DIR
 from bot.web import chat, webhook
 from bot.web.admin.app import build_admin_app
 from bot.web.keys import ASSISTANT, TELEGRAM, TEMPLATES
+from bot.web.security import add_security_headers
 
 
 def build_web_app(assistant: Assistant) -> web.Application:
@@ -29,6 +30,7 @@ def build_web_app(assistant: Assistant) -> web.Application:
     app.add_subapp(
         "/admin", build_admin_app(settings.admin_password_hash, settings.admin_session_secret)
     )
+    app.on_response_prepare.append(add_security_headers)
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     return app

@@ -17,6 +17,7 @@ from bot.conversation import Chatter, Reply, user_key
 from bot.texts import default_texts
 from bot.web.bodies import MALFORMED
 from bot.web.keys import ASSISTANT, TEMPLATES
+from bot.web.security import csp_nonce
 from diagnosis.analysis import analyse_photo
 from diagnosis.intake import IntakeLimits
 from knowledge.geo import is_coordinate
@@ -60,6 +61,7 @@ async def index(request: web.Request) -> web.Response:
         .get_template("web/index.html.j2")
         .render(
             lang=lang,
+            csp_nonce=csp_nonce(request),
             model_installed=assistant.predictor is not None,
             words={name: texts.word(name, lang) for name in WEB_WORDS},
         )

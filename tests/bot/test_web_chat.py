@@ -103,6 +103,29 @@ async def test_page_sets_a_session_cookie_and_speaks_both_languages(make_client)
     assert '<html lang="ko">' in chosen
 
 
+async def test_every_response_carries_the_security_headers(client):
+    page = await client.get("/?lang=en")
+    policy = page.headers["Content-Security-Policy"]
+    # The page's one inline script runs by this response's nonce; nothing else inline does.
+    [nonce] = re.findall(r"<script nonce=\"([^\"]+)\">", await page.text())
+    assert f"script-src 'nonce-{nonce}'" in policy and "unsafe-inline" not in policy.split(";")[1]
+    assert "frame-ancestors 'none'" in policy and "img-src 'self' data: blob:" in policy
+    again = await client.get("/?lang=en")
+    assert again.headers["Content-Security-Policy"] != policy  # a fresh nonce each time
+    for response in (
+        page,
+        await client.post("/api/chat", json={"kind": "command", "name": "start"}),
+        await client.get("/healthz"),
+        await client.get("/no-such-page"),  # aiohttp's own 404
+        await client.get("/admin/login"),  # the admin sub-app (closed here: its 404)
+    ):
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "script-src 'none'" in (await client.get("/healthz")).headers["Content-Security-Policy"]
+
+
 async def test_a_chat_turn_without_a_session_cookie_is_refused(client):
     client.session.cookie_jar.clear()
     response = await client.post("/api/chat", json={"kind": "command", "name": "start"})
