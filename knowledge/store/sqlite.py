@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
+import os
 import sqlite3
 import threading
 import uuid
@@ -47,6 +49,7 @@ from knowledge.store.rules import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Document = TypeVar("Document", Condition, FaqEntry, Clinic)
 
 SCHEMA_VERSION = 2
@@ -140,6 +143,7 @@ class SqliteStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise StoreError(f"cannot create {self.path.parent}: {error}") from error
+            self._create_private()
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             try:
                 conn.execute("PRAGMA busy_timeout = 5000")
@@ -151,6 +155,22 @@ class SqliteStore:
                 raise
             self._conn = conn
         return self._conn
+
+    def _create_private(self) -> None:
+        """Create the file readable by its owner only (0600): it holds chat state and feedback.
+        SQLite gives its -wal and -shm files the database file's mode, so they follow."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            mode = self.path.stat().st_mode & 0o777
+            if mode & 0o077:
+                log.warning(
+                    "%s is readable by other users (mode %o): chmod 600 it", self.path, mode
+                )
+            return
+        except OSError as error:
+            raise StoreError(f"cannot create {self.path}: {error}") from error
+        os.close(fd)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         with _transaction(conn):
