@@ -110,6 +110,14 @@ CLINIC = _Kind(
 )
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
@@ -122,6 +130,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -154,6 +163,7 @@ class SqliteStore:
                 conn.close()
                 raise
             self._conn = conn
+            self._identity = _identity(self.path)
         return self._conn
 
     def _create_private(self) -> None:
@@ -171,6 +181,18 @@ class SqliteStore:
         except OSError as error:
             raise StoreError(f"cannot create {self.path}: {error}") from error
         os.close(fd)
+
+    async def ping(self) -> None:
+        def check(conn: sqlite3.Connection) -> None:
+            # A deleted or replaced file goes unnoticed by the open connection (it keeps the
+            # old inode, and answers from it), so compare the path's file with the one opened.
+            now = _identity(self.path)
+            if now != self._identity:
+                problem = "is gone" if now is None else "was replaced by another file"
+                raise StoreError(f"SQLite store {self.path} {problem} since it was opened")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+        await self._run(check)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         with _transaction(conn):

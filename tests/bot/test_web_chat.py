@@ -126,6 +126,16 @@ async def test_every_response_carries_the_security_headers(client):
     assert "script-src 'none'" in (await client.get("/healthz")).headers["Content-Security-Policy"]
 
 
+async def test_healthz_fails_when_the_store_file_is_deleted(make_client, tmp_path):
+    client = await make_client()
+    health = await client.get("/healthz")
+    assert health.status == 200 and (await health.json())["status"] == "ok"
+    (tmp_path / "db.sqlite3").unlink()  # the open connection alone would not notice
+    health = await client.get("/healthz")
+    assert health.status == 503 and (await health.json())["status"] == "store_unreachable"
+    assert "db.sqlite3" not in await health.text()  # the path goes to the log, not out
+
+
 async def test_a_chat_turn_without_a_session_cookie_is_refused(client):
     client.session.cookie_jar.clear()
     response = await client.post("/api/chat", json={"kind": "command", "name": "start"})

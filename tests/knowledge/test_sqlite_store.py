@@ -162,3 +162,20 @@ async def test_the_file_is_created_readable_by_its_owner_only(tmp_path):
         await store.close()
     finally:
         os.umask(old)
+
+
+async def test_ping_notices_a_deleted_or_replaced_file(tmp_path):
+    path = tmp_path / "knowledge.sqlite3"
+    store = SqliteStore(path)
+    await store.connect()
+    await store.ping()
+    path.unlink()  # the open connection still answers from the deleted inode
+    with pytest.raises(StoreError, match="is gone"):
+        await store.ping()
+    other = SqliteStore(path)
+    await other.connect()  # a new, empty file at the same path
+    with pytest.raises(StoreError, match="replaced"):
+        await store.ping()
+    await other.ping()
+    await store.close()
+    await other.close()
