@@ -38,6 +38,7 @@ from telegram.ext import (
 )
 
 from bot.conversation import COMMANDS, ActionKind, Chatter, Conversation, Reply, user_key
+from bot.redaction import redact_in_logs
 from bot.settings import Settings
 from bot.telegram_http import AiohttpRequest
 from bot.texts import TELEGRAM_MESSAGE_LIMIT, language_for, plain_text, telegram_problems
@@ -62,6 +63,8 @@ def file_url_for(settings: Settings) -> str:
 
 class TelegramTransport:
     def __init__(self, settings: Settings, conversation: Conversation):
+        # Before PTB is built: its first DEBUG line already holds the token (in the API URL).
+        redact_in_logs(settings.telegram_token, settings.webhook_secret)
         self.settings = settings
         self.conversation = conversation
         self.user_secret = settings.user_key_secret
