@@ -87,6 +87,8 @@ class LastResult:
     model: str = ""
     photo_ref: str | None = None  # the transport's handle to fetch the photo again
     at: str = ""
+    # "Was this right?" counts once per result: more presses would skew the feedback statistics.
+    feedback_given: bool = False
 
     @property
     def label_for_advice(self) -> str | None:

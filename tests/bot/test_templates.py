@@ -153,6 +153,7 @@ def contexts(conditions, lang: str) -> dict[str, dict]:
             "topics": ["사진은 어떻게 되나요?" if ko else "What happens to my photo?"]
         },
         "faq_which_condition": {"names": [acne["name"], "습진" if ko else "Eczema"]},
+        "feedback_already": {},
         "feedback_thanks": {"correct": True},
         "forgotten": {},
         "heatmap": {"name": acne["name"]},
