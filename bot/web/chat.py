@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import secrets
 
 from aiohttp import web
@@ -24,6 +25,7 @@ from knowledge.geo import is_coordinate
 from knowledge.models import LANGUAGES
 
 SESSION_COOKIE = "skincare_session"
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32}")  # secrets.token_urlsafe(24): 24 bytes, base64url
 WEB_WORDS = (
     "button_send_location",
     "working",
@@ -71,10 +73,17 @@ async def index(request: web.Request) -> web.Response:
     return response
 
 
+def is_issued_session(value: str | None) -> bool:
+    """Whether `value` has the shape of an id this server issues (`secrets.token_urlsafe(24)`).
+    The id is the chat's only identity: a client must not pick its own (a short guessable one,
+    another format), so anything else is replaced by a fresh one."""
+    return value is not None and SESSION_ID.fullmatch(value) is not None
+
+
 def _session(request: web.Request, response: web.StreamResponse | None = None) -> str:
     """The browser's chat session id (a random cookie; the chat's only identity)."""
     session = request.cookies.get(SESSION_COOKIE, "")
-    if not (16 <= len(session) <= 64 and session.replace("-", "").replace("_", "").isalnum()):
+    if not is_issued_session(session):
         session = secrets.token_urlsafe(24)
     if response is not None:
         response.set_cookie(
@@ -92,6 +101,11 @@ async def chat(request: web.Request) -> web.Response:
     session = request.cookies.get(SESSION_COOKIE)
     if conversation is None or not session:
         return web.json_response({"error": "no_session"}, status=400)
+    if not is_issued_session(session):
+        # Refused like a missing one, with a fresh id set: the page's next turn works.
+        response = web.json_response({"error": "no_session"}, status=400)
+        _session(request, response)
+        return response
     try:
         fields, photo = await _read_chat_request(request, assistant.settings.intake)
     except MALFORMED:

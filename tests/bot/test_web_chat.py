@@ -136,6 +136,28 @@ async def test_healthz_fails_when_the_store_file_is_deleted(make_client, tmp_pat
     assert "db.sqlite3" not in await health.text()  # the path goes to the log, not out
 
 
+async def test_only_a_session_id_the_server_issued_is_accepted(client):
+    issued = client.session.cookie_jar.filter_cookies(client.make_url("/"))[SESSION_COOKIE].value
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", issued)
+    for forged in ("a", "x" * 16, "attacker-chosen-session-id-0001", "Z" * 200, "a b;c"):
+        client.session.cookie_jar.clear()
+        response = await client.post(
+            "/api/chat",
+            json={"kind": "command", "name": "start"},
+            headers={"Cookie": f"{SESSION_COOKIE}={forged}"},
+        )
+        assert response.status == 400 and (await response.json())["error"] == "no_session"
+        fresh = response.cookies[SESSION_COOKIE].value
+        assert fresh != forged and re.fullmatch(r"[A-Za-z0-9_-]{32}", fresh)
+        # The fresh id it was given works at once.
+        response = await client.post("/api/chat", json={"kind": "command", "name": "start"})
+        assert response.status == 200
+    # The page, too, replaces a forged id instead of adopting it.
+    client.session.cookie_jar.clear()
+    page = await client.get("/?lang=en", headers={"Cookie": f"{SESSION_COOKIE}={'x' * 16}"})
+    assert page.cookies[SESSION_COOKIE].value != "x" * 16
+
+
 async def test_a_chat_turn_without_a_session_cookie_is_refused(client):
     client.session.cookie_jar.clear()
     response = await client.post("/api/chat", json={"kind": "command", "name": "start"})
