@@ -197,6 +197,21 @@ def load_conditions(dir: Path = CONTENT_DIR) -> list[Condition]:
 # -------------------------------------------------------------------------------------- clinics
 
 
+# A cell that starts with one of these is a formula to Excel/LibreOffice/Sheets (CSV injection:
+# `=HYPERLINK("http://evil", "Call us")` in a clinic name becomes a live link in an admin's
+# spreadsheet). Exports prefix such cells with "'", which spreadsheets show as text; imports
+# take that one "'" off again, so export -> import gives back the same values.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: str) -> str:
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
+def _from_spreadsheet(value: str) -> str:
+    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_START) else value
+
+
 def _split(value: str) -> list[str]:
     return [item.strip() for item in _LIST_SPLIT.split(value) if item.strip()]
 
@@ -219,7 +234,10 @@ def clinic_from_row(row: dict[str, Any], problems: list[str]) -> Clinic | None:
     missing = [column for column in CLINIC_COLUMNS if not (row.get(column) or "").strip()]
     if missing:
         problems.append(f"missing {', '.join(missing)}")
-    values = {column: (row.get(column) or "").strip() for column in CLINIC_COLUMNS}
+    values = {
+        column: _from_spreadsheet((row.get(column) or "").strip()).strip()
+        for column in CLINIC_COLUMNS
+    }
 
     lat = _coordinate("lat", values["lat"], KOREA_LAT, problems) if values["lat"] else math.nan
     lon = _coordinate("lon", values["lon"], KOREA_LON, problems) if values["lon"] else math.nan

@@ -226,3 +226,27 @@ def test_seed_twice_changes_nothing_the_second_time(db_path, capsys):
     for line in second.splitlines():
         if not line.startswith("  "):
             assert "0 created, 0 updated" in line, line
+
+
+def test_export_makes_formula_cells_inert_and_import_reads_them_back(db_path, tmp_path):
+    hostile = make_clinic(
+        "seoul-evil",
+        37.56,
+        126.97,
+        name={"en": '=HYPERLINK("http://evil.example","Call")', "ko": "@SUM(1+1)"},
+        address={"en": "+1 Street", "ko": "-서울 1번지"},
+        hours={"en": "\tMon-Fri", "ko": "월-금"},
+    )
+    run_on_store(db_path, lambda store: store.import_clinics([hostile], "test"))
+    out = tmp_path / "export"
+    assert main(["export", str(out)]) == 0
+    with (out / "clinics.csv").open(newline="", encoding="utf-8") as handle:
+        [row] = list(csv.DictReader(handle))
+    # What a spreadsheet would evaluate now starts with "'": shown as text, never run.
+    assert row["name_en"] == '\'=HYPERLINK("http://evil.example","Call")'
+    assert row["name_ko"] == "'@SUM(1+1)" and row["address_en"] == "'+1 Street"
+    assert row["address_ko"] == "'-서울 1번지"
+    assert row["lat"] == "37.56" and row["id"] == "seoul-evil"
+    [back] = load_clinics_csv(out / "clinics.csv")
+    assert back.name == hostile.name and back.address == hostile.address
+
