@@ -278,7 +278,28 @@ def clinic_from_row(row: dict[str, Any], problems: list[str]) -> Clinic | None:
 def load_clinics_csv(path: Path = CLINICS_CSV) -> list[Clinic]:
     """Every clinic in the CSV, in file order; `ContentError` listing every bad row (by line)."""
     path = Path(path)
-    return parse_clinics_csv(path.read_text(encoding="utf-8-sig"), path)
+    return parse_clinics_csv(decode_csv(path.read_bytes(), path), path)
+
+
+def decode_csv(data: bytes, source: str | Path = "upload") -> str:
+    """A CSV file's text; ContentError naming the first undecodable byte when it is not UTF-8.
+
+    Decoding "with replacement" would store "�" in clinic names without a word to anyone. The
+    usual culprit is Excel's "CSV" on a Korean Windows, which writes CP949 (EUC-KR), or Latin-1
+    elsewhere: the message says how to save it right instead."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ContentError(
+            source,
+            [
+                f"line {line}: the file is not UTF-8 (byte 0x{data[error.start]:02x} at offset "
+                f"{error.start}); it looks like another encoding such as CP949/EUC-KR or "
+                'Latin-1. Save it as "CSV UTF-8" (Excel) or convert it, e.g. '
+                "iconv -f cp949 -t utf-8, and upload it again"
+            ],
+        ) from error
 
 
 def _limited_rows(reader: csv.DictReader, path: str | Path):

@@ -178,3 +178,18 @@ async def test_webhook_bodies_that_are_json_but_not_an_update_are_a_400(tmp_path
             # (The fake refuses it: this user never wrote first. What was sent is what counts.)
             call = await tg.wait_for(lambda c: c.method == "sendMessage", since=mark, timeout=15)
             assert "I can't use" in call.params["text"]
+
+
+async def test_an_uploaded_csv_that_is_not_utf8_is_refused_not_garbled(client):
+    from aiohttp import FormData
+
+    csrf = await sign_in(client)
+    text = CLINICS_CSV.read_text(encoding="utf-8")
+    form = FormData()
+    form.add_field("csrf", csrf)
+    data = text.encode("cp949", "replace")  # Excel's "CSV" on a Korean Windows
+    form.add_field("file", data, filename="clinics.csv", content_type="text/csv")
+    response = await client.post("/admin/clinics/import", data=form)
+    page = await response.text()
+    assert response.status == 422 and "not UTF-8" in page and "CP949" in page
+    assert "\ufffd" not in page  # no replacement characters shown as if they were the data

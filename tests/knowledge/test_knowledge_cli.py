@@ -250,3 +250,17 @@ def test_export_makes_formula_cells_inert_and_import_reads_them_back(db_path, tm
     [back] = load_clinics_csv(out / "clinics.csv")
     assert back.name == hostile.name and back.address == hostile.address
 
+
+def test_a_csv_that_is_not_utf8_is_refused_naming_the_encoding(tmp_path):
+    from knowledge.content import CLINICS_CSV, ContentError
+
+    text = CLINICS_CSV.read_text(encoding="utf-8")
+    header, first = text.splitlines()[:2]
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes(
+        f"{header}\n{first.replace('Clinic', 'Clínic', 1)}\n".encode("latin-1", "replace")
+    )
+    with pytest.raises(ContentError) as refused:
+        load_clinics_csv(latin)
+    message = str(refused.value)
+    assert "line 2" in message and "not UTF-8" in message and "CP949" in message
