@@ -295,7 +295,7 @@ class TelegramTransport:
             )
         elif reply.photo is not None:
             # A caption Telegram would refuse (too long, or bad HTML) goes as its own message.
-            short = bool(reply.text) and not telegram_problems(reply.text, CAPTION_LIMIT)
+            short = not reply.text or not telegram_problems(reply.text, CAPTION_LIMIT)
             await bot.send_photo(
                 chat_id,
                 reply.photo,
