@@ -38,9 +38,11 @@ from telegram.ext import (
 )
 
 from bot.conversation import COMMANDS, ActionKind, Chatter, Conversation, Reply, user_key
+from bot.redaction import redact_in_logs
 from bot.settings import Settings
 from bot.telegram_http import AiohttpRequest
-from bot.texts import language_for
+from bot.texts import TELEGRAM_MESSAGE_LIMIT, language_for, plain_text, telegram_problems
+from knowledge.geo import is_coordinate
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ def file_url_for(settings: Settings) -> str:
 
 class TelegramTransport:
     def __init__(self, settings: Settings, conversation: Conversation):
+        # Before PTB is built: its first DEBUG line already holds the token (in the API URL).
+        redact_in_logs(settings.telegram_token, settings.webhook_secret)
         self.settings = settings
         self.conversation = conversation
         self.user_secret = settings.user_key_secret
@@ -120,8 +124,16 @@ class TelegramTransport:
             await app.stop()
         await app.shutdown()
 
-    async def process_webhook_update(self, data: dict[str, Any]) -> None:
-        update = Update.de_json(data, self.application.bot)
+    async def process_webhook_update(self, data: Any) -> None:
+        """Queue one update POSTed to the webhook; ValueError when `data` is not an update."""
+        if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+            raise ValueError("not a JSON object with an integer update_id")
+        try:
+            update = Update.de_json(data, self.application.bot)
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            # PTB builds its objects with keyword arguments: a field of the wrong shape is a
+            # TypeError/AttributeError deep inside; to the sender it is one bad request.
+            raise ValueError(f"not a Telegram update ({type(error).__name__}: {error})") from error
         await self.application.update_queue.put(update)
 
     # ---- handlers --------------------------------------------------------------------------
@@ -173,6 +185,10 @@ class TelegramTransport:
 
     async def _on_location(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         where = update.effective_message.location
+        if not is_coordinate(where.latitude, where.longitude):
+            # Telegram's own clients cannot send this; a forged webhook update can.
+            await self._serve(update, lambda chatter: self.conversation.other(chatter, "location"))
+            return
         await self._serve(
             update,
             lambda chatter: self.conversation.location(chatter, where.latitude, where.longitude),
@@ -278,7 +294,8 @@ class TelegramTransport:
                 address=venue.address[:256] or " ",
             )
         elif reply.photo is not None:
-            short = len(reply.text) <= CAPTION_LIMIT
+            # A caption Telegram would refuse (too long, or bad HTML) goes as its own message.
+            short = not reply.text or not telegram_problems(reply.text, CAPTION_LIMIT)
             await bot.send_photo(
                 chat_id,
                 reply.photo,
@@ -292,6 +309,24 @@ class TelegramTransport:
             await self._send_text(chat_id, reply.text, markup)
 
     async def _send_text(self, chat_id: int, text: str, markup: Any) -> None:
+        problems = telegram_problems(text)
+        if problems:
+            # Telegram would refuse it, and the user would get nothing: send the words without
+            # their formatting instead, and say loudly that a template or the splitter is wrong.
+            log.error("a reply Telegram would refuse (%s): sent as plain text", "; ".join(problems))
+            plain = plain_text(text).strip() or "…"
+            parts = [
+                plain[i : i + TELEGRAM_MESSAGE_LIMIT]
+                for i in range(0, len(plain), TELEGRAM_MESSAGE_LIMIT)
+            ]
+            for number, part in enumerate(parts, 1):
+                await self.application.bot.send_message(
+                    chat_id,
+                    part,
+                    reply_markup=markup if number == len(parts) else None,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                )
+            return
         await self.application.bot.send_message(
             chat_id,
             text,

@@ -23,7 +23,13 @@ from typing import Any
 
 from envconfig import SettingsError
 from knowledge.config import StoreConfig
-from knowledge.content import CLINIC_COLUMNS, LIST_SEPARATOR, ContentError, load_clinics_csv
+from knowledge.content import (
+    CLINIC_COLUMNS,
+    LIST_SEPARATOR,
+    ContentError,
+    load_clinics_csv,
+    spreadsheet_safe,
+)
 from knowledge.faq import FaqFileError
 from knowledge.models import LANGUAGES, Clinic, to_dict
 from knowledge.seed import load_content, seed
@@ -160,7 +166,11 @@ async def export_command(store: KnowledgeStore, args: argparse.Namespace) -> int
         writer = csv.DictWriter(handle, fieldnames=CLINIC_COLUMNS)
         writer.writeheader()
         for clinic in clinics:
-            writer.writerow(clinic_row(clinic))
+            # Coordinates are numbers, never formulas; every text cell is made inert.
+            row = clinic_row(clinic)
+            writer.writerow(
+                {k: v if k in ("lat", "lon") else spreadsheet_safe(v) for k, v in row.items()}
+            )
     print(
         f"exported {len(conditions)} conditions, {len(faq)} FAQ entries and "
         f"{len(clinics)} clinics to {directory}"

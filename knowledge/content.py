@@ -61,6 +61,13 @@ PHONE = re.compile(r"^0\d{1,2}-\d{3,4}-\d{4}$")  # Korean landline, e.g. 02-555-
 
 MIN_SOURCES = 2
 
+# Limits on a clinic CSV (an admin's upload, a file given to the CLI): far above any real clinic
+# list, low enough that a hostile or mistaken file is refused with a reason instead of filling
+# memory and the store. Python's csv module stops at 131072 characters a field on its own, with
+# an error that named no line; the field limit here is checked first and says where.
+MAX_CLINIC_ROWS = 5000
+MAX_FIELD_CHARS = 2000
+
 
 class ContentError(ValueError):
     """Seed content is malformed; `problems` lists every problem found (nothing was loaded)."""
@@ -190,6 +197,21 @@ def load_conditions(dir: Path = CONTENT_DIR) -> list[Condition]:
 # -------------------------------------------------------------------------------------- clinics
 
 
+# A cell that starts with one of these is a formula to Excel/LibreOffice/Sheets (CSV injection:
+# `=HYPERLINK("http://evil", "Call us")` in a clinic name becomes a live link in an admin's
+# spreadsheet). Exports prefix such cells with "'", which spreadsheets show as text; imports
+# take that one "'" off again, so export -> import gives back the same values.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: str) -> str:
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
+def _from_spreadsheet(value: str) -> str:
+    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_START) else value
+
+
 def _split(value: str) -> list[str]:
     return [item.strip() for item in _LIST_SPLIT.split(value) if item.strip()]
 
@@ -212,7 +234,10 @@ def clinic_from_row(row: dict[str, Any], problems: list[str]) -> Clinic | None:
     missing = [column for column in CLINIC_COLUMNS if not (row.get(column) or "").strip()]
     if missing:
         problems.append(f"missing {', '.join(missing)}")
-    values = {column: (row.get(column) or "").strip() for column in CLINIC_COLUMNS}
+    values = {
+        column: _from_spreadsheet((row.get(column) or "").strip()).strip()
+        for column in CLINIC_COLUMNS
+    }
 
     lat = _coordinate("lat", values["lat"], KOREA_LAT, problems) if values["lat"] else math.nan
     lon = _coordinate("lon", values["lon"], KOREA_LON, problems) if values["lon"] else math.nan
@@ -253,7 +278,65 @@ def clinic_from_row(row: dict[str, Any], problems: list[str]) -> Clinic | None:
 def load_clinics_csv(path: Path = CLINICS_CSV) -> list[Clinic]:
     """Every clinic in the CSV, in file order; `ContentError` listing every bad row (by line)."""
     path = Path(path)
-    return parse_clinics_csv(path.read_text(encoding="utf-8-sig"), path)
+    return parse_clinics_csv(decode_csv(path.read_bytes(), path), path)
+
+
+def decode_csv(data: bytes, source: str | Path = "upload") -> str:
+    """A CSV file's text; ContentError naming the first undecodable byte when it is not UTF-8.
+
+    Decoding "with replacement" would store "�" in clinic names without a word to anyone. The
+    usual culprit is Excel's "CSV" on a Korean Windows, which writes CP949 (EUC-KR), or Latin-1
+    elsewhere: the message says how to save it right instead."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ContentError(
+            source,
+            [
+                f"line {line}: the file is not UTF-8 (byte 0x{data[error.start]:02x} at offset "
+                f"{error.start}); it looks like another encoding such as CP949/EUC-KR or "
+                'Latin-1. Save it as "CSV UTF-8" (Excel) or convert it, e.g. '
+                "iconv -f cp949 -t utf-8, and upload it again"
+            ],
+        ) from error
+
+
+def _limited_rows(reader: csv.DictReader, path: str | Path):
+    """The reader's rows, refused (ContentError) past MAX_CLINIC_ROWS or MAX_FIELD_CHARS."""
+    count = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # the csv module's own field limit, or a broken quote
+            raise ContentError(
+                path,
+                [
+                    f"line {reader.line_num}: unreadable CSV ({error}); a field is too large "
+                    f"(the limit is {MAX_FIELD_CHARS} characters) or a quote is not closed"
+                ],
+            ) from error
+        count += 1
+        if count > MAX_CLINIC_ROWS:
+            raise ContentError(
+                path, [f"too many rows: more than {MAX_CLINIC_ROWS} clinics in one file"]
+            )
+        long = [
+            name
+            for name, value in row.items()
+            if isinstance(value, str) and len(value) > MAX_FIELD_CHARS
+        ]
+        if long:
+            raise ContentError(
+                path,
+                [
+                    f"line {reader.line_num}: field(s) {long} too large "
+                    f"(the limit is {MAX_FIELD_CHARS} characters)"
+                ],
+            )
+        yield row
 
 
 def parse_clinics_csv(text: str, source: str | Path = "upload") -> list[Clinic]:
@@ -268,7 +351,8 @@ def parse_clinics_csv(text: str, source: str | Path = "upload") -> list[Clinic]:
         problems: list[str] = []
         clinics: list[Clinic] = []
         first_line: dict[str, int] = {}
-        for row in reader:
+        rows = _limited_rows(reader, path)
+        for row in rows:
             # reader.line_num is the row's LAST physical line; step back over quoted newlines.
             newlines = sum(value.count("\n") for value in row.values() if isinstance(value, str))
             line = reader.line_num - newlines

@@ -28,8 +28,14 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
+def is_coordinate(lat: float, lon: float) -> bool:
+    """A point on Earth: finite, latitude within ±90 and longitude within ±180 degrees (NaN fails
+    every comparison, so it is refused too)."""
+    return -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0
+
+
 def _check(lat: float, lon: float) -> None:
-    if not (-90.0 <= lat <= 90.0) or not (-180.0 <= lon <= 180.0) or math.isnan(lat + lon):
+    if not is_coordinate(lat, lon):
         raise ValueError(f"not a coordinate: lat {lat}, lon {lon}")
 
 

@@ -236,6 +236,8 @@ class Results:
         return reply
 
     async def feedback(self, state: UserState, result: LastResult, correct: bool) -> Reply:
+        if result.feedback_given:
+            return self.say.reply("feedback_already", state)
         feedback = Feedback(
             id=uuid.uuid4().hex,
             user_key=state.user_key,
@@ -249,4 +251,6 @@ class Results:
         except StoreError as exc:
             log.warning("feedback not stored: %s", exc)
             return self.say.reply("store_down", state)
+        result.feedback_given = True
+        state.last_result = result.to_dict()  # saved with the state after this turn
         return self.say.reply("feedback_thanks", state, correct=correct)

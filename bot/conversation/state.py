@@ -93,6 +93,8 @@ class LastResult:
     cancer: str | None = None
     cancer_prob: float = 0.0
     cancer_tier: str = ""  # "" in results stored before the tiers: read as "likely"
+    # "Was this right?" counts once per result: more presses would skew the feedback statistics.
+    feedback_given: bool = False
 
     @property
     def cancer_possible_only(self) -> bool:

@@ -4,6 +4,8 @@ and the bot together. `python -m bot` runs what `build_web_app` returns."""
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -13,6 +15,10 @@ from bot.texts import TEMPLATES_DIR
 from bot.web import chat, webhook
 from bot.web.admin.app import build_admin_app
 from bot.web.keys import ASSISTANT, TELEGRAM, TEMPLATES
+from bot.web.security import add_security_headers
+from knowledge.store import StoreError
+
+log = logging.getLogger(__name__)
 
 
 def build_web_app(assistant: Assistant) -> web.Application:
@@ -29,6 +35,7 @@ def build_web_app(assistant: Assistant) -> web.Application:
     app.add_subapp(
         "/admin", build_admin_app(settings.admin_password_hash, settings.admin_session_secret)
     )
+    app.on_response_prepare.append(add_security_headers)
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     return app
@@ -42,15 +49,24 @@ def template_environment() -> Environment:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 while the process can answer; 503 when the store cannot be reached (or its file was
+    deleted or replaced under it), so that an orchestrator restarts or stops routing to it."""
     assistant = request.app[ASSISTANT]
-    return web.json_response(
-        {
-            "status": "ok",
-            "model_installed": assistant.predictor is not None,
-            "model": assistant.model_version,
-            "store": assistant.settings.store.kind if assistant.store is not None else None,
-        }
-    )
+    store_problem = None
+    if assistant.store is not None:
+        try:
+            await assistant.store.ping()
+        except StoreError as error:
+            # The details (a file path, a project id) go to the log, not to whoever asks.
+            log.error("health check: the store is unreachable: %s", error)
+            store_problem = "unreachable"
+    body = {
+        "status": "ok" if store_problem is None else "store_unreachable",
+        "model_installed": assistant.predictor is not None,
+        "model": assistant.model_version,
+        "store": assistant.settings.store.kind if assistant.store is not None else None,
+    }
+    return web.json_response(body, status=200 if store_problem is None else 503)
 
 
 async def start(app: web.Application) -> None:

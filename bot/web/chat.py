@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 import secrets
 
 from aiohttp import web
 
 from bot.conversation import Chatter, Reply, user_key
 from bot.texts import default_texts
+from bot.web.bodies import MALFORMED
 from bot.web.keys import ASSISTANT, TEMPLATES
+from bot.web.security import csp_nonce
 from diagnosis.analysis import analyse_photo
 from diagnosis.intake import IntakeLimits
+from knowledge.geo import is_coordinate
 from knowledge.models import LANGUAGES
 
 SESSION_COOKIE = "skincare_session"
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32}")  # secrets.token_urlsafe(24): 24 bytes, base64url
 WEB_WORDS = (
     "button_send_location",
     "working",
@@ -57,6 +63,7 @@ async def index(request: web.Request) -> web.Response:
         .get_template("web/index.html.j2")
         .render(
             lang=lang,
+            csp_nonce=csp_nonce(request),
             model_installed=assistant.predictor is not None,
             words={name: texts.word(name, lang) for name in WEB_WORDS},
         )
@@ -66,10 +73,17 @@ async def index(request: web.Request) -> web.Response:
     return response
 
 
+def is_issued_session(value: str | None) -> bool:
+    """Whether `value` has the shape of an id this server issues (`secrets.token_urlsafe(24)`).
+    The id is the chat's only identity: a client must not pick its own (a short guessable one,
+    another format), so anything else is replaced by a fresh one."""
+    return value is not None and SESSION_ID.fullmatch(value) is not None
+
+
 def _session(request: web.Request, response: web.StreamResponse | None = None) -> str:
     """The browser's chat session id (a random cookie; the chat's only identity)."""
     session = request.cookies.get(SESSION_COOKIE, "")
-    if not (16 <= len(session) <= 64 and session.replace("-", "").replace("_", "").isalnum()):
+    if not is_issued_session(session):
         session = secrets.token_urlsafe(24)
     if response is not None:
         response.set_cookie(
@@ -87,7 +101,15 @@ async def chat(request: web.Request) -> web.Response:
     session = request.cookies.get(SESSION_COOKIE)
     if conversation is None or not session:
         return web.json_response({"error": "no_session"}, status=400)
-    fields, photo = await _read_chat_request(request, assistant.settings.intake)
+    if not is_issued_session(session):
+        # Refused like a missing one, with a fresh id set: the page's next turn works.
+        response = web.json_response({"error": "no_session"}, status=400)
+        _session(request, response)
+        return response
+    try:
+        fields, photo = await _read_chat_request(request, assistant.settings.intake)
+    except MALFORMED:
+        return web.json_response({"error": "bad_body"}, status=400)
     secret = assistant.settings.user_key_secret
     lang = fields.get("lang") if fields.get("lang") in LANGUAGES else pick_language(request)
     chatter = Chatter(key=user_key(secret, "web", session), language_code=lang)
@@ -105,6 +127,8 @@ async def chat(request: web.Request) -> web.Response:
         try:
             lat, lon = float(fields["lat"]), float(fields["lon"])
         except (KeyError, TypeError, ValueError):
+            lat = lon = math.nan
+        if not is_coordinate(lat, lon):  # "NaN", "inf" and 91 all parse as floats
             return web.json_response({"error": "bad_location"}, status=400)
         replies = await conversation.location(chatter, lat, lon)
     elif kind == "button":
@@ -133,7 +157,7 @@ async def _read_chat_request(
     if not request.content_type.startswith("multipart/"):
         try:
             fields = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, LookupError):
             fields = {}
         return (fields if isinstance(fields, dict) else {}), None
     fields: dict = {}
@@ -156,7 +180,10 @@ async def analyse(request: web.Request) -> web.Response:
     if assistant.predictor is None:
         return web.json_response({"error": "no_model"}, status=503)
     limits = assistant.settings.intake
-    data = await _read_photo(request, limits)
+    try:
+        data = await _read_photo(request, limits)
+    except MALFORMED:
+        return web.json_response({"error": "bad_body"}, status=400)
     if data is None:
         return web.json_response({"error": "file_too_large"}, status=413)
     result = await analyse_photo(data, assistant.predictor, limits, assistant.settings.quality)

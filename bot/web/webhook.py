@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from urllib.parse import urlparse
 
 from aiohttp import web
 
 from bot.settings import Settings
+from bot.web.bodies import MALFORMED
 from bot.web.keys import ASSISTANT, TELEGRAM
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,11 @@ async def telegram_webhook(request: web.Request) -> web.Response:
         return web.Response(status=403, text="forbidden")
     try:
         update = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except MALFORMED:
         return web.Response(status=400, text="not JSON")
-    await transport.process_webhook_update(update)
+    try:
+        await transport.process_webhook_update(update)
+    except ValueError as error:  # JSON, but not an update (`[]`, `{"foo": 1}`, a string)
+        log.warning("webhook body is not a Telegram update: refused (%s)", error)
+        return web.Response(status=400, text="not an update")
     return web.Response(text="ok")

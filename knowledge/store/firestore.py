@@ -419,6 +419,10 @@ class FirestoreStore:
 
         return await self._call(f"list {kind.collection}", work())
 
+    async def ping(self) -> None:
+        # One read of a document that never exists: the cheapest round trip Firestore has.
+        await self._get(CONDITION, "__ping__")
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
+import os
 import sqlite3
 import threading
 import uuid
@@ -47,6 +49,7 @@ from knowledge.store.rules import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Document = TypeVar("Document", Condition, FaqEntry, Clinic)
 
 SCHEMA_VERSION = 2
@@ -107,6 +110,14 @@ CLINIC = _Kind(
 )
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
@@ -119,6 +130,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -140,6 +152,7 @@ class SqliteStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise StoreError(f"cannot create {self.path.parent}: {error}") from error
+            self._create_private()
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             try:
                 conn.execute("PRAGMA busy_timeout = 5000")
@@ -150,7 +163,36 @@ class SqliteStore:
                 conn.close()
                 raise
             self._conn = conn
+            self._identity = _identity(self.path)
         return self._conn
+
+    def _create_private(self) -> None:
+        """Create the file readable by its owner only (0600): it holds chat state and feedback.
+        SQLite gives its -wal and -shm files the database file's mode, so they follow."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            mode = self.path.stat().st_mode & 0o777
+            if mode & 0o077:
+                log.warning(
+                    "%s is readable by other users (mode %o): chmod 600 it", self.path, mode
+                )
+            return
+        except OSError as error:
+            raise StoreError(f"cannot create {self.path}: {error}") from error
+        os.close(fd)
+
+    async def ping(self) -> None:
+        def check(conn: sqlite3.Connection) -> None:
+            # A deleted or replaced file goes unnoticed by the open connection (it keeps the
+            # old inode, and answers from it), so compare the path's file with the one opened.
+            now = _identity(self.path)
+            if now != self._identity:
+                problem = "is gone" if now is None else "was replaced by another file"
+                raise StoreError(f"SQLite store {self.path} {problem} since it was opened")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+        await self._run(check)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         with _transaction(conn):

@@ -260,6 +260,19 @@ async def test_validation_refuses_missing_korean_and_bad_sources(admin_client):
     assert (await admin_client.assistant.store.get_condition("eczema")).version == seeded
 
 
+async def test_a_save_whose_replies_telegram_would_refuse_is_refused(admin_client):
+    await sign_in(admin_client)
+    form = await condition_form(admin_client, "acne")
+    seeded = int(form["expected_version"])
+    # A link longer than a whole message: no cut can keep the <a href> tag intact.
+    form["sources"] += "\nA very long link | https://example.org/" + "x" * 5000
+    form["action"] = "save"
+    response = await admin_client.post("/admin/conditions/acne", data=form)
+    text = await response.text()
+    assert response.status == 422 and "Not saved" in text and "cannot split" in text
+    assert (await admin_client.assistant.store.get_condition("acne")).version == seeded
+
+
 async def test_urgent_conditions_cannot_get_self_care_steps(admin_client):
     await sign_in(admin_client)
     form = await condition_form(admin_client, "melanoma")

@@ -411,6 +411,18 @@ async def test_feedback_is_stored_without_the_photo(conversation, store, acne_ph
     assert not any(isinstance(value, bytes) for value in dataclasses.asdict(feedback).values())
 
 
+async def test_feedback_counts_once_per_result(conversation, store, acne_photo):
+    rid = result_id(only(await conversation.photo(ALICE, acne_photo)))
+    assert "Thank you" in only(await conversation.button(ALICE, f"feedback:yes:{rid}")).text
+    for action in (f"feedback:yes:{rid}", f"feedback:no:{rid}", f"feedback:yes:{rid}"):
+        assert "already answered" in only(await conversation.button(ALICE, action)).text
+    assert len(await store.list_feedback()) == 1
+    # A new photo is a new result: its buttons count again (once).
+    rid = result_id(only(await conversation.photo(ALICE, acne_photo)))
+    assert "Thank you" in only(await conversation.button(ALICE, f"feedback:no:{rid}")).text
+    assert len(await store.list_feedback()) == 2
+
+
 async def test_stale_button(conversation, acne_photo):
     first = result_id(only(await conversation.photo(ALICE, acne_photo)))
     second = result_id(only(await conversation.photo(ALICE, acne_photo)))

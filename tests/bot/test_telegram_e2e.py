@@ -279,3 +279,33 @@ async def test_webhook_mode_checks_the_secret(tg, tmp_path):
         assert "What I can do" in call.params["text"]
         helps = [c for c in tg.sent[mark:] if c.method == "sendMessage"]
         assert len(helps) == 1
+
+
+async def test_a_reply_telegram_would_refuse_goes_out_as_plain_text(tg, bot):
+    from bot.web.keys import TELEGRAM
+
+    user = tg.user(language_code="en")
+    tg.send_command(user, "/start")  # the user writes first: the bot may answer
+    await tg.wait_for_messages(user.id, 1, timeout=15)
+    mark = tg.mark()
+    # An unclosed tag and a bare "<" (a broken template): Telegram would refuse it with HTML on.
+    await bot.app[TELEGRAM]._send_text(user.id, "<b>Care tips: 1 < 2 &amp; more", None)
+    call = await tg.wait_for("sendMessage", since=mark, timeout=15)
+    assert call.params["text"] == "Care tips: 1 < 2 & more"
+    assert "parse_mode" not in call.params
+
+
+async def test_no_log_record_at_any_level_shows_the_bot_token(tg, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)  # every logger: PTB, aiohttp, asyncio, ours
+    async with running_bot(tg, tmp_path / "db.sqlite3") as running:
+        user = tg.user(language_code="en")
+        tg.send_command(user, "/start")
+        await tg.wait_for_messages(user.id, 1, timeout=15)
+        token = running.settings.telegram_token
+    assert len(caplog.records) > 20  # the exchange was logged in detail
+    secret = token.split(":", 1)[1]
+    leaks = [r for r in caplog.records if secret in r.getMessage() or secret in (r.exc_text or "")]
+    assert not leaks, [f"{r.name}: {r.getMessage()[:200]}" for r in leaks[:5]]
+    assert secret not in caplog.text

@@ -12,11 +12,20 @@ from jinja2 import nodes
 from markupsafe import escape
 
 from bot.conversation.views import condition_view, percent
-from bot.texts import LANGUAGES, Texts, split_message
+from bot.texts import (
+    LANGUAGES,
+    MessageSplitError,
+    Texts,
+    plain_text,
+    split_message,
+    telegram_problems,
+)
 from diagnosis.intake import RejectReason
 from diagnosis.quality import QualityIssue
 from knowledge.content import CONTENT_LABELS, load_conditions
 from knowledge.models import Triage
+
+from telegram_server import parse_html
 
 LEVELS = ("urgent", "self_care", "see_doctor", "abstain")
 HIDDEN = {"_common", "words"}  # imported by the others, never rendered on their own
@@ -144,6 +153,7 @@ def contexts(conditions, lang: str) -> dict[str, dict]:
             "topics": ["사진은 어떻게 되나요?" if ko else "What happens to my photo?"]
         },
         "faq_which_condition": {"names": [acne["name"], "습진" if ko else "Eczema"]},
+        "feedback_already": {},
         "feedback_thanks": {"correct": True},
         "forgotten": {},
         "heatmap": {"name": acne["name"]},
@@ -382,7 +392,7 @@ def _long_text(rng: random.Random) -> str:
     return "\n".join(pieces)
 
 
-@pytest.mark.parametrize("limit", [4096, 100, 7])
+@pytest.mark.parametrize("limit", [4096, 100, 30])
 def test_split_message_keeps_every_part_under_the_limit_and_loses_nothing(limit):
     rng = random.Random(limit)
     for _ in range(60):
@@ -390,9 +400,45 @@ def test_split_message_keeps_every_part_under_the_limit_and_loses_nothing(limit)
         parts = split_message(text, limit)
         assert parts
         assert all(0 < len(part) <= limit for part in parts), [len(p) for p in parts]
-        assert _words("".join(parts)) == _words(text)
+        # What the user reads is all there (tags carried over a cut are re-opened, not text).
+        assert _words("".join(plain_text(p) for p in parts)) == _words(plain_text(text))
+        for part in parts[:20]:
+            assert telegram_problems(part, limit) == [], part
+            parse_html(part)  # the test Bot API server's parser, as Telegram's: no error
         if len(text) <= limit:
             assert parts == [text]
+
+
+def test_split_message_never_cuts_a_tag_or_an_entity_and_carries_formatting_over():
+    link = '<a href="https://example.org/a?b=1&amp;c=2">'
+    text = "<b>" + "bold words " * 40 + "</b>\n" + link + "&lt;link&gt; " * 30 + "</a> &amp; end"
+    for limit in range(60, 200, 7):
+        parts = split_message(text, limit)
+        for part in parts:
+            assert len(part) <= limit and telegram_problems(part, limit) == [], (limit, part)
+            parse_html(part)
+        assert _words("".join(plain_text(p) for p in parts)) == _words(plain_text(text))
+        # A cut inside the link re-opens the link, with its address, in the next part.
+        linked = [p for p in parts if "link" in plain_text(p)]
+        assert len(linked) > 1 and all(p.startswith(link) or link in p for p in linked)
+        assert all(p.count("<b>") == p.count("</b>") for p in parts)
+
+
+def test_split_message_refuses_a_limit_that_cannot_hold_the_tags():
+    with pytest.raises(MessageSplitError):
+        split_message('<a href="https://example.org/' + "x" * 200 + '">x</a> ' * 3, 100)
+
+
+def test_telegram_problems_names_what_telegram_would_refuse():
+    assert telegram_problems('<b>fine</b> &amp; <a href="https://x.org">ok</a>') == []
+    assert any("never closed" in p for p in telegram_problems("<b>open"))
+    assert any("</i>" in p for p in telegram_problems("<b>x</i>"))
+    assert any("unsupported tag <div>" in p for p in telegram_problems("<div>x</div>"))
+    assert any("bare '<'" in p for p in telegram_problems("1 < 2"))
+    assert any("bare '&'" in p for p in telegram_problems("salt & pepper"))
+    assert any("no visible text" in p for p in telegram_problems("<b> </b>"))
+    assert any("over the limit" in p for p in telegram_problems("a" * 4097))
+    assert telegram_problems("&lt;" * 4000) == []  # the limit counts what the user reads
 
 
 def test_split_message_prefers_line_boundaries():

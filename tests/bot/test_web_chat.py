@@ -103,6 +103,61 @@ async def test_page_sets_a_session_cookie_and_speaks_both_languages(make_client)
     assert '<html lang="ko">' in chosen
 
 
+async def test_every_response_carries_the_security_headers(client):
+    page = await client.get("/?lang=en")
+    policy = page.headers["Content-Security-Policy"]
+    # The page's one inline script runs by this response's nonce; nothing else inline does.
+    [nonce] = re.findall(r"<script nonce=\"([^\"]+)\">", await page.text())
+    assert f"script-src 'nonce-{nonce}'" in policy and "unsafe-inline" not in policy.split(";")[1]
+    assert "frame-ancestors 'none'" in policy and "img-src 'self' data: blob:" in policy
+    again = await client.get("/?lang=en")
+    assert again.headers["Content-Security-Policy"] != policy  # a fresh nonce each time
+    for response in (
+        page,
+        await client.post("/api/chat", json={"kind": "command", "name": "start"}),
+        await client.get("/healthz"),
+        await client.get("/no-such-page"),  # aiohttp's own 404
+        await client.get("/admin/login"),  # the admin sub-app (closed here: its 404)
+    ):
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "script-src 'none'" in (await client.get("/healthz")).headers["Content-Security-Policy"]
+
+
+async def test_healthz_fails_when_the_store_file_is_deleted(make_client, tmp_path):
+    client = await make_client()
+    health = await client.get("/healthz")
+    assert health.status == 200 and (await health.json())["status"] == "ok"
+    (tmp_path / "db.sqlite3").unlink()  # the open connection alone would not notice
+    health = await client.get("/healthz")
+    assert health.status == 503 and (await health.json())["status"] == "store_unreachable"
+    assert "db.sqlite3" not in await health.text()  # the path goes to the log, not out
+
+
+async def test_only_a_session_id_the_server_issued_is_accepted(client):
+    issued = client.session.cookie_jar.filter_cookies(client.make_url("/"))[SESSION_COOKIE].value
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", issued)
+    for forged in ("a", "x" * 16, "attacker-chosen-session-id-0001", "Z" * 200, "a b;c"):
+        client.session.cookie_jar.clear()
+        response = await client.post(
+            "/api/chat",
+            json={"kind": "command", "name": "start"},
+            headers={"Cookie": f"{SESSION_COOKIE}={forged}"},
+        )
+        assert response.status == 400 and (await response.json())["error"] == "no_session"
+        fresh = response.cookies[SESSION_COOKIE].value
+        assert fresh != forged and re.fullmatch(r"[A-Za-z0-9_-]{32}", fresh)
+        # The fresh id it was given works at once.
+        response = await client.post("/api/chat", json={"kind": "command", "name": "start"})
+        assert response.status == 200
+    # The page, too, replaces a forged id instead of adopting it.
+    client.session.cookie_jar.clear()
+    page = await client.get("/?lang=en", headers={"Cookie": f"{SESSION_COOKIE}={'x' * 16}"})
+    assert page.cookies[SESSION_COOKIE].value != "x" * 16
+
+
 async def test_a_chat_turn_without_a_session_cookie_is_refused(client):
     client.session.cookie_jar.clear()
     response = await client.post("/api/chat", json={"kind": "command", "name": "start"})

@@ -373,3 +373,19 @@ def test_load_clinics_csv_rejects_short_rows_and_missing_columns(tmp_path):
     columns = [column for column in CLINIC_COLUMNS if column != "treats"]
     with pytest.raises(ContentError, match="header lacks"):
         load_clinics_csv(write_csv(tmp_path / "no_treats.csv", [GOOD_ROW], columns=columns))
+
+
+def test_clinic_csv_limits_on_rows_and_field_size_are_refused_with_a_reason():
+    from knowledge.content import MAX_CLINIC_ROWS, MAX_FIELD_CHARS, parse_clinics_csv
+
+    header, first, *_ = CLINICS_CSV.read_text(encoding="utf-8").splitlines()
+    long_name = first.replace(",", "," + "x" * (MAX_FIELD_CHARS + 1) + " ", 1)
+    with pytest.raises(ContentError) as refused:
+        parse_clinics_csv(f"{header}\n{long_name}\n", "upload.csv")
+    assert "line 2" in str(refused.value) and "too large" in str(refused.value)
+    assert f"limit is {MAX_FIELD_CHARS}" in str(refused.value)
+
+    many = "\n".join([header] + [first] * (MAX_CLINIC_ROWS + 1))
+    with pytest.raises(ContentError) as refused:
+        parse_clinics_csv(many, "upload.csv")
+    assert f"more than {MAX_CLINIC_ROWS} clinics" in str(refused.value)

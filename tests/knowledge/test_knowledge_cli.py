@@ -226,3 +226,41 @@ def test_seed_twice_changes_nothing_the_second_time(db_path, capsys):
     for line in second.splitlines():
         if not line.startswith("  "):
             assert "0 created, 0 updated" in line, line
+
+
+def test_export_makes_formula_cells_inert_and_import_reads_them_back(db_path, tmp_path):
+    hostile = make_clinic(
+        "seoul-evil",
+        37.56,
+        126.97,
+        name={"en": '=HYPERLINK("http://evil.example","Call")', "ko": "@SUM(1+1)"},
+        address={"en": "+1 Street", "ko": "-서울 1번지"},
+        hours={"en": "\tMon-Fri", "ko": "월-금"},
+    )
+    run_on_store(db_path, lambda store: store.import_clinics([hostile], "test"))
+    out = tmp_path / "export"
+    assert main(["export", str(out)]) == 0
+    with (out / "clinics.csv").open(newline="", encoding="utf-8") as handle:
+        [row] = list(csv.DictReader(handle))
+    # What a spreadsheet would evaluate now starts with "'": shown as text, never run.
+    assert row["name_en"] == '\'=HYPERLINK("http://evil.example","Call")'
+    assert row["name_ko"] == "'@SUM(1+1)" and row["address_en"] == "'+1 Street"
+    assert row["address_ko"] == "'-서울 1번지"
+    assert row["lat"] == "37.56" and row["id"] == "seoul-evil"
+    [back] = load_clinics_csv(out / "clinics.csv")
+    assert back.name == hostile.name and back.address == hostile.address
+
+
+def test_a_csv_that_is_not_utf8_is_refused_naming_the_encoding(tmp_path):
+    from knowledge.content import CLINICS_CSV, ContentError
+
+    text = CLINICS_CSV.read_text(encoding="utf-8")
+    header, first = text.splitlines()[:2]
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes(
+        f"{header}\n{first.replace('Clinic', 'Clínic', 1)}\n".encode("latin-1", "replace")
+    )
+    with pytest.raises(ContentError) as refused:
+        load_clinics_csv(latin)
+    message = str(refused.value)
+    assert "line 2" in message and "not UTF-8" in message and "CP949" in message

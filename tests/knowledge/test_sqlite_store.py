@@ -145,3 +145,37 @@ async def test_open_store_builds_firestore_lazily(monkeypatch):
     config = StoreConfig.from_env({"SKINCARE_STORE": "firestore"})
     store = await open_store(config)
     assert isinstance(store, FakeFirestoreStore) and made == [config]
+
+
+async def test_the_file_is_created_readable_by_its_owner_only(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)  # the common default, under which sqlite3 alone makes it 0644
+    try:
+        path = tmp_path / "knowledge.sqlite3"
+        store = SqliteStore(path)
+        await store.save_user(UserState(user_key="u"))
+        for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if name.exists():
+                assert stat.S_IMODE(name.stat().st_mode) == 0o600, name
+        await store.close()
+    finally:
+        os.umask(old)
+
+
+async def test_ping_notices_a_deleted_or_replaced_file(tmp_path):
+    path = tmp_path / "knowledge.sqlite3"
+    store = SqliteStore(path)
+    await store.connect()
+    await store.ping()
+    path.unlink()  # the open connection still answers from the deleted inode
+    with pytest.raises(StoreError, match="is gone"):
+        await store.ping()
+    other = SqliteStore(path)
+    await other.connect()  # a new, empty file at the same path
+    with pytest.raises(StoreError, match="replaced"):
+        await store.ping()
+    await other.ping()
+    await store.close()
+    await other.close()

@@ -34,6 +34,10 @@ def same_content(a, b) -> bool:
 # ---- conditions ---------------------------------------------------------------------------
 
 
+async def test_a_reachable_store_answers_ping(store):
+    await store.ping()
+
+
 async def test_condition_create_get_list_update(store, sample_conditions):
     assert await store.get_condition("acne") is None
     assert await store.list_conditions() == []

@@ -20,6 +20,7 @@ from aiohttp import web
 from bot.web.admin import clinics, conditions, faq, history, login
 from bot.web.admin.auth import LoginLimiter, SessionSigner
 from bot.web.admin.pages import LIMITER, SESSION, SIGNER
+from bot.web.bodies import form_of
 from bot.web.keys import ASSISTANT
 
 
@@ -71,6 +72,10 @@ async def require_admin(request: web.Request, handler):
         return web.Response(
             status=404, text="The admin panel is closed: set SKINCARE_ADMIN_PASSWORD_HASH."
         )
+    if request.method == "POST":
+        # Parsed here, once, for every route: a malformed body is a 400 before any handler runs,
+        # and the handlers' own `request.post()` get aiohttp's cached result.
+        form = await form_of(request)
     if request.match_info.handler in OPEN_HANDLERS:
         return await handler(request)
     session = request.app[SIGNER].read(request.cookies.get(login.SESSION_COOKIE))
@@ -79,7 +84,6 @@ async def require_admin(request: web.Request, handler):
             raise web.HTTPSeeOther(f"/admin/login?next={request.path}")
         raise web.HTTPForbidden(text="Sign in first.")
     if request.method == "POST":
-        form = await request.post()
         if not request.app[SIGNER].check_csrf(session, form.get("csrf")):
             raise web.HTTPForbidden(text="Invalid or missing CSRF token: reload the page.")
     request[SESSION] = session

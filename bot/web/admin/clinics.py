@@ -8,7 +8,13 @@ from aiohttp import web
 
 from bot.web.admin.pages import actor, conflict_of, edit_page, matches, render, store_of, to_int
 from knowledge.cli import clinic_row
-from knowledge.content import CLINIC_COLUMNS, ContentError, clinic_from_row, parse_clinics_csv
+from knowledge.content import (
+    CLINIC_COLUMNS,
+    ContentError,
+    clinic_from_row,
+    decode_csv,
+    parse_clinics_csv,
+)
 from knowledge.store import StaleWriteError
 from knowledge.store.rules import content_of
 
@@ -82,12 +88,13 @@ async def clinic_import(request: web.Request) -> web.Response:
     line); the import itself only when the admin confirms the same text."""
     form = await request.post()
     upload = form.get("file")
-    if upload is not None and hasattr(upload, "file"):
-        csv_text = upload.file.read().decode("utf-8-sig", errors="replace")
-    else:
-        csv_text = str(form.get("csv_text", ""))
     store = store_of(request)
     try:
+        if upload is not None and hasattr(upload, "file"):
+            csv_text = ""  # nothing readable to show back when the decoding fails
+            csv_text = decode_csv(upload.file.read(), "the uploaded CSV")
+        else:
+            csv_text = str(form.get("csv_text", ""))
         clinics = parse_clinics_csv(csv_text, "the uploaded CSV")
     except ContentError as error:
         return render(

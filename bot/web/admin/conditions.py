@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.conversation.views import condition_view
-from bot.texts import default_texts
+from bot.texts import default_texts, message_problems
 from bot.web.admin.pages import actor, conflict_of, render, store_of, to_int
 from knowledge.content import CONTENT_LABELS, validate_condition
 from knowledge.models import LANGUAGES, Condition, Ingredient, Source, Triage
@@ -188,6 +188,11 @@ def render_preview(condition: Condition) -> tuple[dict[str, dict[str, str]], lis
                 )
         except Exception as error:  # noqa: BLE001 - any template failure blocks the save
             problems.append(f"the {lang} reply templates do not render: {error}")
+            continue
+        # What the bot would send, message by message: a reply Telegram would refuse is refused
+        # here, while the admin is still looking at it, not when a user waits for it.
+        for name, reply in rendered[lang].items():
+            problems += [f"the {lang} {name} reply: {p}" for p in message_problems(reply)]
     return rendered, problems
 
 
