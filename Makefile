@@ -13,7 +13,7 @@ TORCH_PINS  := $(shell grep -oE '"torch(vision)?==[^"]+"' pyproject.toml | tr -d
 EMULATOR := .emulator/node_modules/@firestore-emulator/server
 EMULATOR_VERSION := 0.3.15
 
-.PHONY: install install-serving run test lint format bench bench-agreement bench-cli clean browser
+.PHONY: install install-serving run test lint format bench bench-agreement bench-cli clean browser mutate
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -73,5 +73,13 @@ bench-agreement: $(STAMP)
 bench-cli: $(STAMP)
 	$(PY) bench/cli_latency.py
 
+# Mutation testing of the triage decisions (not in CI; minutes): [tool.mutmut] in pyproject.toml
+# says which modules and tests. Survivors, timeouts and mutants no test reaches are listed last.
+mutate: $(STAMP)
+	$(PY) -m pip install --quiet 'mutmut>=3.3,<4'
+	rm -rf mutants
+	SKINCARE_TEST_DATASET=$(abspath ../shared/datasets/skin-photos) $(VENV)/bin/mutmut run --max-children 2 || true
+	$(VENV)/bin/mutmut results
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .emulator
+	rm -rf $(VENV) .pytest_cache .ruff_cache .emulator mutants

@@ -8,6 +8,7 @@ conftest.py is imported under the same module name and cannot be imported from r
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import torch
@@ -16,7 +17,11 @@ from PIL import Image
 from diagnosis.bundle import BUNDLED_MODEL_DIR, ModelCard, create_model, read_card, save_bundle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DATASET_DIR = REPO_ROOT.parent / "shared" / "datasets" / "skin-photos"
+# SKINCARE_TEST_DATASET: for runs from a copy of the tree elsewhere (the mutation runs).
+DATASET_DIR = Path(
+    os.environ.get("SKINCARE_TEST_DATASET")
+    or REPO_ROOT.parent / "shared" / "datasets" / "skin-photos"
+)
 
 # The model's labels, from the one list the project keeps of them: the bundled model's card.
 LABELS = list(read_card(BUNDLED_MODEL_DIR).labels)

@@ -58,8 +58,8 @@ class Action:
     @classmethod
     def parse(cls, data: str) -> Action | None:
         """The action a button's data encodes; None for anything a client made up."""
-        # Longest kind first: "feedback:yes" must win over a shorter prefix.
-        for kind in sorted(ActionKind, key=lambda k: len(k.value), reverse=True):
+        # No kind's value is a prefix of another's followed by ":", so at most one matches.
+        for kind in ActionKind:
             if data == kind.value:
                 arg = ""
             elif data.startswith(f"{kind.value}:"):

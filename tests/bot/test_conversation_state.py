@@ -73,3 +73,8 @@ def test_every_button_kind_has_a_handler_and_every_command_a_template():
         names = set(texts.template_names(lang))
         for command in ("start", "help", "privacy"):
             assert command in COMMANDS and command in names
+
+
+def test_button_data_of_exactly_64_bytes_is_accepted():
+    data = Action(ActionKind.CARE, "x" * (64 - len("care:"))).encode()
+    assert len(data.encode()) == 64 and Action.parse(data) is not None

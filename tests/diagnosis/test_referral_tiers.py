@@ -113,3 +113,24 @@ def test_the_likely_threshold_is_where_half_the_strong_tier_is_malignant():
     ) == pytest.approx(0.20)
     # Never under the referral threshold.
     assert choose_likely_threshold(probs, targets, malignant, floor=0.25) >= 0.25
+
+
+def test_the_prediction_carries_names_rounded_probabilities_every_label_and_the_version(card):
+    probs = probabilities(card, melanoma=0.123456, acne=0.2)
+    prediction = prediction_from_probabilities(probs, card)
+    best = prediction.best
+    assert (best.label, best.prob) == ("eczema", round(float(probs.max()), 4))
+    assert best.name_en == card.display_name("eczema", "en")
+    assert best.name_ko == card.display_name("eczema", "ko")
+    assert [item.prob for item in prediction.top] == [round(1 - 0.323456, 4), 0.2, 0.1235]
+    assert prediction.probabilities == pytest.approx(dict(zip(card.labels, probs, strict=True)))
+    assert prediction.model_version == card.version
+    with pytest.raises(ValueError):  # a probability per label, no fewer
+        prediction_from_probabilities(probs[:-1], card)
+
+
+def test_ties_go_to_the_label_listed_first_in_the_card(card):
+    probs = np.zeros(len(card.labels))
+    probs[[card.labels.index("acne"), card.labels.index("eczema")]] = 0.5
+    first = min(card.labels.index("acne"), card.labels.index("eczema"))
+    assert prediction_from_probabilities(probs, card).best.label == card.labels[first]
