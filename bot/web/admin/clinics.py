@@ -97,15 +97,7 @@ async def clinic_import(request: web.Request) -> web.Response:
             csv_text = str(form.get("csv_text", ""))
         clinics = parse_clinics_csv(csv_text, "the uploaded CSV")
     except ContentError as error:
-        return render(
-            request,
-            "clinic_import",
-            status=422,
-            report=None,
-            csv_text=csv_text,
-            problems=error.problems,
-            done=None,
-        )
+        return _import_refused(request, csv_text, error.problems)
     existing = {clinic.id: clinic for clinic in await store.list_clinics()}
     report = {"create": [], "update": [], "unchanged": []}
     for clinic in clinics:
@@ -123,13 +115,18 @@ async def clinic_import(request: web.Request) -> web.Response:
     try:
         result = await store.import_clinics(clinics, actor(request))
     except ValueError as error:
-        return render(
-            request,
-            "clinic_import",
-            status=422,
-            report=None,
-            csv_text=csv_text,
-            problems=[str(error)],
-            done=None,
-        )
+        return _import_refused(request, csv_text, [str(error)])
     return render(request, "clinic_import", report=None, csv_text="", problems=[], done=result)
+
+
+def _import_refused(request: web.Request, csv_text: str, problems: list[str]) -> web.Response:
+    """The import page again with every problem listed; nothing was imported."""
+    return render(
+        request,
+        "clinic_import",
+        status=422,
+        report=None,
+        csv_text=csv_text,
+        problems=problems,
+        done=None,
+    )
