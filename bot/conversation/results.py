@@ -125,7 +125,7 @@ class Results:
             urgent=likely,
             ranked=ranked,
             condition=condition_view(best, lang),
-            cancer=await self._cancer_view(cancer, result, lang),
+            cancer=await self._cancer_view(result, lang),
             emergency_signs=await self._emergency_signs(result, lang),
         )
         return Reply(text=text, buttons=self._buttons(state, result))
@@ -144,18 +144,16 @@ class Results:
         prob, label = max(cancers)
         return label, prob
 
-    async def _cancer_view(
-        self, cancer: tuple[str, float] | None, result: LastResult, lang: str
-    ) -> dict | None:
-        """What the templates say about the cancer: which one, how likely, its warning signs."""
-        if cancer is None:
+    async def _cancer_view(self, result: LastResult, lang: str) -> dict | None:
+        """What the templates say about the result's cancer: which one, how likely, its own
+        warning signs, and the tier; None when the answer was no referral."""
+        if not (result.urgent and result.cancer):
             return None
-        label, prob = cancer
-        condition = await self.knowledge.condition(label)
+        condition = await self.knowledge.condition(result.cancer)
         return {
-            "label": label,
-            "name": condition_name(label, condition, lang),
-            "percent": percent(prob),
+            "label": result.cancer,
+            "name": condition_name(result.cancer, condition, lang),
+            "percent": percent(result.cancer_prob),
             "tier": result.cancer_tier,
             "warning_signs": condition.red_flags.get(lang, []) if condition else [],
         }
@@ -206,16 +204,13 @@ class Results:
     async def care(self, state: UserState, result: LastResult) -> Reply:
         condition = await self.knowledge.condition(result.label)
         lang = state.language
-        cancer = None
-        if result.urgent and result.cancer:
-            cancer = await self._cancer_view((result.cancer, result.cancer_prob), result, lang)
         return self.say.reply(
             "care",
             state,
             level=result.level,
             urgent=result.urgent and not result.cancer_possible_only,
             condition=condition_view(condition, lang),
-            cancer=cancer,
+            cancer=await self._cancer_view(result, lang),
         )
 
     async def heatmap(

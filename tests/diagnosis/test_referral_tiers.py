@@ -98,14 +98,12 @@ def test_the_shipped_card_refers_both_cancers_with_its_chosen_thresholds():
 
 
 def test_the_likely_threshold_is_where_half_the_strong_tier_is_malignant():
-    labels = ["benign", "melanoma"]
-    malignant = [1]
+    malignant = [1]  # labels: benign, melanoma
     # Sums 0.06 .. 0.5; the photos at 0.2 and above are malignant, four benign ones below:
     # from 0.07 up (three benign, three malignant), half of the strong tier is malignant.
     sums = np.array([0.06, 0.07, 0.08, 0.10, 0.20, 0.30, 0.50])
     targets = np.array([0, 0, 0, 0, 1, 1, 1])
     probs = np.stack([1 - sums, sums], axis=1)
-    assert len(labels) == probs.shape[1]
     assert choose_likely_threshold(probs, targets, malignant, floor=0.05) == pytest.approx(0.07)
     # Asking for every strong photo to be malignant moves it up to the first malignant sum.
     assert choose_likely_threshold(

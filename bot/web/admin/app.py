@@ -24,9 +24,11 @@ from bot.web.bodies import form_of
 from bot.web.keys import ASSISTANT
 
 
-def build_admin_app(password_hash: str | None, secret: str | None) -> web.Application:
+def build_admin_app(session_secret: str | None) -> web.Application:
+    """`session_secret`: Settings' (derived from the password hash unless set); None only when
+    the panel is closed, and then no cookie can be valid anyway."""
     app = web.Application(middlewares=[require_admin])
-    app[SIGNER] = SessionSigner(secret or password_hash or "closed")
+    app[SIGNER] = SessionSigner(session_secret or "closed")
     app[LIMITER] = LoginLimiter()
     setup_routes(app)
     return app
