@@ -126,6 +126,23 @@ class UserState:
 
 
 @dataclass
+class AdminSessionRecord:
+    """A signed-in admin, kept in the store so that every replica agrees when a session ends.
+
+    Keyed by a hash of the session's random id (the id itself lives only in the admin's
+    cookie), so reading the store does not give anyone a usable session. Times are Unix
+    seconds, top-level fields so that stores can query them.
+    """
+
+    id_hash: str  # sha256 hex of the cookie's session id
+    name: str  # who signed in
+    created_ts: float
+    expires_ts: float  # absolute end, however active the session is
+    last_seen_ts: float  # an idle session ends sooner
+    password_fingerprint: str  # of the password hash it was opened with: a new one ends it
+
+
+@dataclass
 class AuditEntry:
     id: str
     kind: str  # "condition", "faq", "clinic"

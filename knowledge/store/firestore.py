@@ -1,7 +1,7 @@
 """The production knowledge store: Cloud Firestore, through the async client.
 
 Collections: `conditions`, `faq`, `clinics` (versioned documents), `feedback`, `users`,
-`analyses` and `audit`. Each document is the model's dataclass as a map, plus top-level fields
+`analyses`, `audit` and `admin_sessions`. Each document is the model's dataclass as a map, plus top-level fields
 for everything a query touches (`key`, `label`, `geohash`, `lat`, `lon`, `version`, `created_ts`,
 `at_ts`, `user_key`),
 because queries on nested fields are not portable (the test emulator cannot run them).
@@ -48,6 +48,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from knowledge.config import DEFAULT_FIRESTORE_TIMEOUT_S, StoreConfig
 from knowledge.geo import geohash_ranges, haversine_km
 from knowledge.models import (
+    AdminSessionRecord,
     AnalysisRecord,
     AuditEntry,
     Clinic,
@@ -101,6 +102,7 @@ CONDITION = _Kind("condition", "conditions", "label", Condition, condition_from_
 FAQ = _Kind("faq", "faq", "id", FaqEntry, faq_from_dict)
 CLINIC = _Kind("clinic", "clinics", "id", Clinic, clinic_from_dict)
 FEEDBACK, USERS, AUDIT, ANALYSES = "feedback", "users", "audit", "analyses"
+ADMIN_SESSIONS = "admin_sessions"
 
 
 def _fields_of(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -680,6 +682,61 @@ class FirestoreStore:
 
     async def audit_log(self, kind: str, key: str) -> list[AuditEntry]:
         return await self._call(f"audit log of {kind} {key!r}", self._audit_entries(kind, key))
+
+    # ---- admin sessions -------------------------------------------------------------------
+
+    async def create_admin_session(self, record: AdminSessionRecord) -> None:
+        ref = self._ref(ADMIN_SESSIONS, record.id_hash)
+        await self._call(
+            "create admin session",
+            ref.create(to_dict(record), retry=self._retry, timeout=self._timeout),
+        )
+
+    async def get_admin_session(self, id_hash: str) -> AdminSessionRecord | None:
+        async def work() -> AdminSessionRecord | None:
+            snapshot = await self._read(self._ref(ADMIN_SESSIONS, id_hash))
+            if not snapshot.exists:
+                return None
+            return AdminSessionRecord(**_fields_of(AdminSessionRecord, snapshot.to_dict()))
+
+        return await self._call("get admin session", work())
+
+    async def touch_admin_session(self, id_hash: str, last_seen_ts: float) -> bool:
+        async def work() -> bool:
+            try:
+                # `update` requires the document to exist: a deleted session stays deleted.
+                await self._ref(ADMIN_SESSIONS, id_hash).update(
+                    {"last_seen_ts": last_seen_ts}, retry=self._retry, timeout=self._timeout
+                )
+            except api_exceptions.NotFound:
+                return False
+            return True
+
+        return await self._call("touch admin session", work())
+
+    async def delete_admin_session(self, id_hash: str) -> None:
+        ref = self._ref(ADMIN_SESSIONS, id_hash)
+        await self._call(
+            "delete admin session", ref.delete(retry=self._retry, timeout=self._timeout)
+        )
+
+    async def prune_admin_sessions(self, now_ts: float, password_fingerprint: str) -> int:
+        async def work() -> int:
+            # Few documents (one per signed-in admin): read them all and filter here, instead
+            # of a `!=` query on the fingerprint.
+            stale = [
+                snapshot.reference
+                async for snapshot in self._collection(ADMIN_SESSIONS).stream(
+                    retry=self._retry, timeout=self._timeout
+                )
+                if snapshot.get("expires_ts") <= now_ts
+                or snapshot.get("password_fingerprint") != password_fingerprint
+            ]
+            for ref in stale:
+                await ref.delete(retry=self._retry, timeout=self._timeout)
+            return len(stale)
+
+        return await self._call("prune admin sessions", work())
 
 
 def _check_version(expected_version: int) -> None:

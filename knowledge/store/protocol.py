@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from knowledge.models import (
+    AdminSessionRecord,
     AnalysisRecord,
     AuditEntry,
     Clinic,
@@ -101,6 +102,18 @@ class KnowledgeStore(Protocol):
 
     # Admin audit trail, oldest first.
     async def audit_log(self, kind: str, key: str) -> list[AuditEntry]: ...
+
+    # ---- admin sessions (bot/web/admin/sessions.py) ----------------------------------------
+    # One record per signed-in admin, by the hash of its session id. `touch_admin_session`
+    # updates last_seen_ts only while the record exists (False when it is gone), so a request
+    # racing a sign-out never brings the session back. `prune_admin_sessions` deletes every
+    # record expired at `now_ts` or opened with another password (fingerprint) and says how
+    # many it deleted (so a new password hash ends every session opened with the old one).
+    async def create_admin_session(self, record: AdminSessionRecord) -> None: ...
+    async def get_admin_session(self, id_hash: str) -> AdminSessionRecord | None: ...
+    async def touch_admin_session(self, id_hash: str, last_seen_ts: float) -> bool: ...
+    async def delete_admin_session(self, id_hash: str) -> None: ...
+    async def prune_admin_sessions(self, now_ts: float, password_fingerprint: str) -> int: ...
 
     # Health: StoreError unless the store answers now (and, for a file, is still the file that
     # was opened). One cheap read; /healthz calls it.

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from knowledge.geo import geohash_ranges, haversine_km
 from knowledge.models import (
+    AdminSessionRecord,
     AnalysisRecord,
     AuditEntry,
     Clinic,
@@ -49,10 +50,11 @@ from knowledge.store.rules import (
 )
 
 T = TypeVar("T")
+_SESSION_COLUMNS = ", ".join(field.name for field in dataclasses.fields(AdminSessionRecord))
 log = logging.getLogger(__name__)
 Document = TypeVar("Document", Condition, FaqEntry, Clinic)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
 MIGRATIONS: list[list[str]] = [
     [
@@ -85,6 +87,12 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE analyses (
             id TEXT PRIMARY KEY, at TEXT NOT NULL, at_ts REAL NOT NULL, doc TEXT NOT NULL)""",
         "CREATE INDEX analyses_at ON analyses (at_ts)",
+    ],
+    [
+        """CREATE TABLE admin_sessions (
+            id_hash TEXT PRIMARY KEY, name TEXT NOT NULL, created_ts REAL NOT NULL,
+            expires_ts REAL NOT NULL, last_seen_ts REAL NOT NULL,
+            password_fingerprint TEXT NOT NULL)""",
     ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -537,6 +545,51 @@ class SqliteStore:
             ]
 
         return await self._run(query)
+
+    # ---- admin sessions -------------------------------------------------------------------
+
+    async def create_admin_session(self, record: AdminSessionRecord) -> None:
+        values = tuple(to_dict(record).values())
+        await self._run(
+            lambda conn: conn.execute(
+                f"INSERT INTO admin_sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        )
+
+    async def get_admin_session(self, id_hash: str) -> AdminSessionRecord | None:
+        def get(conn: sqlite3.Connection) -> AdminSessionRecord | None:
+            row = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM admin_sessions WHERE id_hash = ?", (id_hash,)
+            ).fetchone()
+            return AdminSessionRecord(*row) if row else None
+
+        return await self._run(get)
+
+    async def touch_admin_session(self, id_hash: str, last_seen_ts: float) -> bool:
+        def touch(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE admin_sessions SET last_seen_ts = ? WHERE id_hash = ?",
+                (last_seen_ts, id_hash),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(touch)
+
+    async def delete_admin_session(self, id_hash: str) -> None:
+        await self._run(
+            lambda conn: conn.execute("DELETE FROM admin_sessions WHERE id_hash = ?", (id_hash,))
+        )
+
+    async def prune_admin_sessions(self, now_ts: float, password_fingerprint: str) -> int:
+        def prune(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM admin_sessions WHERE expires_ts <= ? OR password_fingerprint != ?",
+                (now_ts, password_fingerprint),
+            )
+            return cursor.rowcount
+
+        return await self._run(prune)
 
 
 @contextmanager

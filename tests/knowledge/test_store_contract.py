@@ -13,9 +13,16 @@ import math
 import pytest
 
 from knowledge.geo import geohash_encode, haversine_km
-from knowledge.models import AnalysisRecord, Feedback, Triage, UserState, to_dict
+from knowledge.models import (
+    AdminSessionRecord,
+    AnalysisRecord,
+    Feedback,
+    Triage,
+    UserState,
+    to_dict,
+)
 from knowledge.seed import seed
-from knowledge.store import StaleWriteError
+from knowledge.store import StaleWriteError, StoreError
 from knowledge.store.rules import content_of, timestamp
 
 from knowledge_samples import (
@@ -599,3 +606,56 @@ async def test_seed_from_the_shipped_content_is_idempotent(store):
     second = await seed(store)
     assert not second.changed, second.summary()
     assert await audit_count(store, conditions, faq, clinics) == audits
+
+
+# ---- admin sessions -----------------------------------------------------------------------
+
+
+def admin_session(number: int, **changes) -> AdminSessionRecord:
+    record = AdminSessionRecord(
+        id_hash=f"{number:064x}",
+        name=f"admin {number}",
+        created_ts=1_000.0,
+        expires_ts=2_000.0,
+        last_seen_ts=1_000.0,
+        password_fingerprint="current",
+    )
+    return dataclasses.replace(record, **changes)
+
+
+async def test_admin_session_create_get_touch_delete(store):
+    record = admin_session(1)
+    assert await store.get_admin_session(record.id_hash) is None
+    await store.create_admin_session(record)
+    assert await store.get_admin_session(record.id_hash) == record
+    assert await store.touch_admin_session(record.id_hash, 1_500.5)
+    touched = await store.get_admin_session(record.id_hash)
+    assert touched == dataclasses.replace(record, last_seen_ts=1_500.5)
+
+    await store.delete_admin_session(record.id_hash)
+    assert await store.get_admin_session(record.id_hash) is None
+    # A request that read the session before the sign-out must not bring it back.
+    assert not await store.touch_admin_session(record.id_hash, 1_600.0)
+    assert await store.get_admin_session(record.id_hash) is None
+    await store.delete_admin_session(record.id_hash)  # deleting twice is no error
+
+
+async def test_admin_session_ids_are_unique(store):
+    await store.create_admin_session(admin_session(1))
+    with pytest.raises(StoreError):  # a clash would hand one admin another's session
+        await store.create_admin_session(admin_session(1, name="someone else"))
+    assert (await store.get_admin_session(admin_session(1).id_hash)).name == "admin 1"
+
+
+async def test_prune_admin_sessions_ends_expired_and_other_password_sessions(store):
+    live = admin_session(1, expires_ts=2_000.0)
+    expired = admin_session(2, expires_ts=1_500.0)
+    ends_now = admin_session(3, expires_ts=1_800.0)
+    old_password = admin_session(4, password_fingerprint="previous")
+    for record in (live, expired, ends_now, old_password):
+        await store.create_admin_session(record)
+    assert await store.prune_admin_sessions(1_800.0, "current") == 3
+    assert await store.get_admin_session(live.id_hash) == live
+    for gone in (expired, ends_now, old_password):
+        assert await store.get_admin_session(gone.id_hash) is None
+    assert await store.prune_admin_sessions(1_800.0, "current") == 0
