@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from bot.web.admin.auth import is_password_hash
 from diagnosis.config import ServingConfig
@@ -35,11 +36,15 @@ class Settings:
     webhook_secret: str | None = None  # default: derived from the token (None without one)
     user_key_secret: str | None = None  # keys users' pseudonyms; default: the bot token
     admin_password_hash: str | None = None  # unset: the admin panel is closed
-    admin_session_secret: str | None = None  # signs admin cookies; default: from the hash
+    # Signs admin cookies. Required when the server is public (`is_public`); on a loopback-only
+    # server it defaults to one derived from the password hash.
+    admin_session_secret: str | None = None
     admin_telegram_ids: frozenset[int] = frozenset()  # may use /stats, /reload, /feedback
     store: StoreConfig = field(default_factory=StoreConfig)  # SKINCARE_STORE, SKINCARE_DB, ...
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    # Peers whose X-Forwarded-For is believed (a load balancer); none: the header is ignored.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     log_level: str = "INFO"
     flood_max_messages: int = 20  # per user per flood window; more gets one "slow down"
     flood_window_s: float = 60.0
@@ -78,6 +83,7 @@ class Settings:
             store=StoreConfig.from_env(env),
             web_host=reader.text("SKINCARE_WEB_HOST") or defaults.web_host,
             web_port=reader.integer("SKINCARE_WEB_PORT", defaults.web_port, 0, 65535),
+            trusted_proxies=reader.networks("SKINCARE_TRUSTED_PROXIES"),
             log_level=reader.choice(
                 "SKINCARE_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
@@ -97,6 +103,18 @@ class Settings:
         settings._check(reader)
         return settings
 
+    @property
+    def is_public(self) -> bool:
+        """Reachable from other machines: a webhook URL, or a host other than loopback."""
+        if self.webhook_url:
+            return True
+        if self.web_host == "localhost":
+            return False
+        try:
+            return not ip_address(self.web_host).is_loopback
+        except ValueError:  # a host name (or "" = every interface): assume the worst
+            return True
+
     def _check(self, reader: EnvReader) -> None:
         if self.telegram_token is not None and not _TOKEN_PATTERN.match(self.telegram_token):
             reader.fail("TELEGRAM_BOT_TOKEN", "does not look like a bot token (123456:ABC...)")
@@ -115,4 +133,16 @@ class Settings:
             reader.fail(
                 "SKINCARE_ADMIN_PASSWORD_HASH",
                 "is not a password hash: make one with `python -m bot hash-password`",
+            )
+        session_secret = reader.text("SKINCARE_ADMIN_SESSION_SECRET")
+        if session_secret is not None and len(session_secret) < 32:
+            reader.fail("SKINCARE_ADMIN_SESSION_SECRET", "is too short: use `openssl rand -hex 32`")
+        if self.admin_password_hash and session_secret is None and self.is_public:
+            # Derived from the hash, anyone who can read the hash (a deploy config, a
+            # console) could sign session cookies.
+            reader.fail(
+                "SKINCARE_ADMIN_SESSION_SECRET",
+                "must be set when the admin panel is reachable from other machines "
+                "(SKINCARE_WEB_HOST is not loopback or SKINCARE_WEBHOOK_URL is set): "
+                "`openssl rand -hex 32`, the same on every replica",
             )

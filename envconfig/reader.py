@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
 
 class SettingsError(ValueError):
@@ -72,3 +73,16 @@ class EnvReader:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             self.fail(name, f"must be an http(s) URL, not {value!r}")
         return value
+
+    def networks(self, name: str) -> tuple[IPv4Network | IPv6Network, ...]:
+        """Addresses or CIDR ranges separated by commas ("10.0.0.0/8, 192.0.2.7")."""
+        value = self.text(name)
+        if value is None:
+            return ()
+        networks = []
+        for part in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                networks.append(ip_network(part, strict=False))
+            except ValueError:
+                self.fail(name, f"must be IP addresses or ranges (10.0.0.0/8), not {part!r}")
+        return tuple(networks)

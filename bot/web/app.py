@@ -32,7 +32,7 @@ def build_web_app(assistant: Assistant) -> web.Application:
     chat.setup_routes(app)
     webhook.setup_routes(app, settings)
     # The admin's redirects, cookie paths and templates say /admin too: move them together.
-    app.add_subapp("/admin", build_admin_app(settings.admin_session_secret))
+    app.add_subapp("/admin", build_admin_app(settings))
     app.on_response_prepare.append(add_security_headers)
     app.on_startup.append(start)
     app.on_cleanup.append(stop)

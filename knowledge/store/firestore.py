@@ -1,10 +1,10 @@
 """The production knowledge store: Cloud Firestore, through the async client.
 
 Collections: `conditions`, `faq`, `clinics` (versioned documents), `feedback`, `users`,
-`analyses`, `audit` and `admin_sessions`. Each document is the model's dataclass as a map, plus top-level fields
-for everything a query touches (`key`, `label`, `geohash`, `lat`, `lon`, `version`, `created_ts`,
-`at_ts`, `user_key`),
-because queries on nested fields are not portable (the test emulator cannot run them).
+`analyses`, `audit` and `admin_sessions`. Each document is the model's dataclass as a map, plus
+top-level fields for everything a query touches (`key`, `label`, `geohash`, `lat`, `lon`,
+`version`, `created_ts`, `at_ts`, `user_key`), because queries on nested fields are not
+portable (the test emulator cannot run them).
 
 Versioned saves run in a transaction: read the stored version, compare it with the one the
 editor started from, write version + 1 and the audit entry together. Two guards make a lost

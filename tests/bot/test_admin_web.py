@@ -169,7 +169,7 @@ async def test_closed_without_a_password_hash(aiohttp_client_factory, tmp_path):
 async def test_sign_in_rejects_wrong_passwords_and_rate_limits(admin_client):
     page = await (await admin_client.get("/admin/login")).text()
     token = re.search(r'name="token" value="([^"]+)"', page).group(1)
-    for _ in range(5):
+    for _ in range(3):  # the free failures of one (address, name): test_admin_sessions.py
         response = await admin_client.post(
             "/admin/login", data={"token": token, "name": "eve", "password": "guess"}
         )

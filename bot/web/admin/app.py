@@ -8,28 +8,34 @@ version can be rolled back (knowledge/versions.py). The conversation reads the s
 answer, so a saved change is what the next user sees.
 
 Security: a password (its scrypt hash is SKINCARE_ADMIN_PASSWORD_HASH), a signed HttpOnly
-SameSite=Strict session cookie, a CSRF token in every form, failed sign-ins rate-limited per
-address; `require_admin`, this sub-app's own middleware, refuses every route without a valid
-session. aiohttp runs it only for requests routed to this sub-app: the chat never meets it.
+SameSite=Strict session cookie naming a session record in the store (`sessions.py`: sign-out
+ends it on every replica), a CSRF token in every form, an exponential back-off on failed
+sign-ins (`auth.LoginThrottle`); `require_admin`, this sub-app's own middleware, refuses every
+route without a live session. aiohttp runs it only for requests routed to this sub-app: the chat
+never meets it.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from bot.settings import Settings
 from bot.web.admin import clinics, conditions, faq, history, login
-from bot.web.admin.auth import LoginLimiter, SessionSigner
-from bot.web.admin.pages import LIMITER, SESSION, SIGNER
+from bot.web.admin.auth import LoginThrottle, SessionSigner
+from bot.web.admin.pages import PROXIES, SESSION, SESSIONS, SIGNER, THROTTLE
+from bot.web.admin.sessions import AdminSessions
 from bot.web.bodies import form_of
 from bot.web.keys import ASSISTANT
 
 
-def build_admin_app(session_secret: str | None) -> web.Application:
-    """`session_secret`: Settings' (derived from the password hash unless set); None only when
-    the panel is closed, and then no cookie can be valid anyway."""
+def build_admin_app(settings: Settings) -> web.Application:
+    """Without a password hash the panel is closed (`require_admin` answers 404 to all)."""
     app = web.Application(middlewares=[require_admin])
-    app[SIGNER] = SessionSigner(session_secret or "closed")
-    app[LIMITER] = LoginLimiter()
+    # The session secret as Settings resolved it (derived from the hash unless set).
+    app[SIGNER] = SessionSigner(settings.admin_session_secret or "closed")
+    app[SESSIONS] = AdminSessions(app[SIGNER], settings.admin_password_hash or "")
+    app[THROTTLE] = LoginThrottle()
+    app[PROXIES] = settings.trusted_proxies
     setup_routes(app)
     return app
 
@@ -80,7 +86,9 @@ async def require_admin(request: web.Request, handler):
         form = await form_of(request)
     if request.match_info.handler in OPEN_HANDLERS:
         return await handler(request)
-    session = request.app[SIGNER].read(request.cookies.get(login.SESSION_COOKIE))
+    session = await request.app[SESSIONS].read(
+        assistant.store, request.cookies.get(login.SESSION_COOKIE)
+    )
     if session is None:
         if request.method == "GET":
             raise web.HTTPSeeOther(f"/admin/login?next={request.path}")

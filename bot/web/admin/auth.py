@@ -1,10 +1,11 @@
-"""Admin sign-in: password hashes, signed session cookies, CSRF tokens, login rate limits.
+"""Admin sign-in: password hashes, signed cookies, CSRF tokens, the failed sign-in back-off.
 
 Only the stdlib: scrypt for the password (its hash is a setting, SKINCARE_ADMIN_PASSWORD_HASH,
-printed by `python -m bot hash-password`), HMAC-SHA256 for cookies and CSRF tokens. Cookies
-carry the admin's name and an expiry, signed with a key derived from the password hash (or
-SKINCARE_ADMIN_SESSION_SECRET), so every replica accepts them and changing the password signs
-everyone out.
+printed by `python -m bot hash-password`), HMAC-SHA256 for cookies and CSRF tokens, keyed with
+SKINCARE_ADMIN_SESSION_SECRET (on a loopback-only server it may be left unset; then the key
+comes from the password hash). A session cookie carries only a random session id: what the
+session is (who, until when) is the store's record of it (`sessions.py`), which sign-out
+deletes, on every replica at once.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import hmac
 import json
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict
 from dataclasses import dataclass
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-SESSION_HOURS = 8
+DEVICE_DAYS = 30  # how long a browser that signed in once keeps its own sign-in allowance
 
 
 def _b64(data: bytes) -> str:
@@ -64,64 +65,139 @@ def verify_password(password: str, stored_hash: str) -> bool:
 @dataclass(frozen=True)
 class AdminSession:
     name: str  # who signed in: recorded as the author of every change
-    session_id: str
+    session_id: str  # the random id in the cookie (the store keeps only its hash)
     expires: float
 
 
 class SessionSigner:
+    """HMACs under one key, each value signed for one purpose ("session", "device", "csrf"),
+    so that a value signed for one can never pass as another."""
+
     def __init__(self, secret: str, clock=time.time):
         self.key = hashlib.sha256(f"skincare-admin:{secret}".encode()).digest()
         self.clock = clock
 
-    def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self.key, payload.encode(), hashlib.sha256).digest())
+    def _mac(self, purpose: str, value: str) -> str:
+        return _b64(hmac.new(self.key, f"{purpose}:{value}".encode(), hashlib.sha256).digest())
 
-    def issue(self, name: str) -> tuple[str, AdminSession]:
-        session = AdminSession(name, secrets.token_urlsafe(16), self.clock() + SESSION_HOURS * 3600)
-        payload = _b64(
-            json.dumps({"n": name, "s": session.session_id, "e": session.expires}).encode()
-        )
-        return f"{payload}.{self._sign(payload)}", session
+    def sign(self, purpose: str, value: str) -> str:
+        return f"{value}.{self._mac(purpose, value)}"
 
-    def read(self, cookie: str | None) -> AdminSession | None:
-        """The session in a cookie, or None when it is missing, forged or expired."""
-        if not cookie or "." not in cookie:
+    def unsign(self, purpose: str, signed: str | None) -> str | None:
+        """The value of a signed text, or None when it is missing or forged."""
+        if not signed or "." not in signed:
             return None
-        payload, signature = cookie.rsplit(".", 1)
-        if not hmac.compare_digest(signature, self._sign(payload)):
+        value, mac = signed.rsplit(".", 1)
+        return value if hmac.compare_digest(mac, self._mac(purpose, value)) else None
+
+    def device_cookie(self, name: str) -> str:
+        """Marks a browser the admin `name` signed in from (see `LoginThrottle`)."""
+        payload = [secrets.token_urlsafe(16), name, self.clock() + DEVICE_DAYS * 86400]
+        return self.sign("device", _b64(json.dumps(payload).encode()))
+
+    def device_of(self, cookie: str | None, name: str) -> str | None:
+        """The device id in a valid, unexpired device cookie issued for `name`, else None."""
+        value = self.unsign("device", cookie)
+        if value is None:
             return None
         try:
-            data = json.loads(_unb64(payload))
-            session = AdminSession(str(data["n"]), str(data["s"]), float(data["e"]))
-        except (ValueError, KeyError, TypeError):
+            device, owner, expires = json.loads(_unb64(value))
+            expires = float(expires)
+        except (ValueError, TypeError):
             return None
-        return session if session.expires > self.clock() else None
+        # Bounded when checked: never later than a freshly issued cookie would expire.
+        if not self.clock() < expires <= self.clock() + DEVICE_DAYS * 86400:
+            return None
+        return str(device) if str(owner).casefold() == name.casefold() else None
 
     def csrf_token(self, session: AdminSession) -> str:
-        return self._sign(f"csrf:{session.session_id}")
+        return self._mac("csrf", session.session_id)
 
     def check_csrf(self, session: AdminSession, token: str | None) -> bool:
         return bool(token) and hmac.compare_digest(token, self.csrf_token(session))
 
 
-class LoginLimiter:
-    """At most `attempts` failed sign-ins per client address per `window_s` (in this process)."""
+def throttle_keys(address: str, name: str, device: str | None) -> list[tuple[str, ...]]:
+    """Whose failed sign-ins an attempt is judged by (and counted against).
 
-    def __init__(self, attempts: int = 5, window_s: float = 600.0, clock=time.monotonic):
-        self.attempts, self.window_s, self.clock = attempts, window_s, clock
-        self._failures: dict[str, deque[float]] = {}
+    A browser the admin signed in from before (its device cookie) is judged by its own record
+    only: however many guesses others make, from whatever address and under whatever name,
+    its owner can still sign in. Any other attempt is judged by its (address, name) pair, and
+    by its address alone with a larger allowance, since a guesser can change the name at will.
+    """
+    if device is not None:
+        return [("device", device)]
+    return [("pair", address, name.casefold()), ("address", address)]
 
-    def _recent(self, client: str) -> deque[float]:
-        failures = self._failures.setdefault(client, deque())
-        while failures and self.clock() - failures[0] > self.window_s:
-            failures.popleft()
+
+@dataclass
+class _Failures:
+    count: int
+    last: float  # when the last one was
+
+
+class LoginThrottle:
+    """Exponential back-off on failed sign-ins, instead of a lock-out or a CAPTCHA.
+
+    Each key (see `throttle_keys`) has a few free failures; after those each failure makes the
+    key wait twice as long as the one before (1 s, 2 s, 4 s ... at most `max_delay_s`) before
+    its next attempt is even checked; a key quiet for `forget_after_s` starts afresh. The counts
+    live in this process: N replicas allow N times the attempts, still exponentially fewer.
+    """
+
+    FREE = {"pair": 3, "address": 20, "device": 5}
+
+    def __init__(
+        self,
+        first_delay_s: float = 1.0,
+        max_delay_s: float = 900.0,
+        forget_after_s: float = 86_400.0,
+        max_keys: int = 100_000,
+        clock=time.monotonic,
+    ):
+        self.first_delay_s, self.max_delay_s = first_delay_s, max_delay_s
+        self.forget_after_s = forget_after_s
+        self.max_keys, self.clock = max_keys, clock
+        # Least recently failed first, so that the memory a flood of made-up names takes is
+        # bounded by forgetting the keys that have been quiet the longest.
+        self._failures: OrderedDict[tuple[str, ...], _Failures] = OrderedDict()
+
+    def _delay_s(self, key: tuple[str, ...], count: int) -> float:
+        over = count - self.FREE[key[0]]
+        if over < 0:
+            return 0.0
+        return min(self.max_delay_s, self.first_delay_s * 2.0 ** min(over, 40))
+
+    def _recent(self, key: tuple[str, ...], now: float) -> _Failures | None:
+        failures = self._failures.get(key)
+        if failures is not None and now - failures.last > self.forget_after_s:
+            del self._failures[key]
+            return None
         return failures
 
-    def blocked(self, client: str) -> bool:
-        return len(self._recent(client)) >= self.attempts
+    def wait_s(self, keys: list[tuple[str, ...]]) -> float:
+        """Seconds until an attempt judged by `keys` may be checked (0: now)."""
+        now, wait = self.clock(), 0.0
+        for key in keys:
+            failures = self._recent(key, now)
+            if failures is not None:
+                ready_at = failures.last + self._delay_s(key, failures.count)
+                wait = max(wait, ready_at - now)
+        return wait
 
-    def failed(self, client: str) -> None:
-        self._recent(client).append(self.clock())
+    def failed(self, keys: list[tuple[str, ...]]) -> None:
+        now = self.clock()
+        for key in keys:
+            failures = self._recent(key, now) or _Failures(0, now)
+            self._failures.pop(key, None)
+            failures.count, failures.last = failures.count + 1, now
+            self._failures[key] = failures  # to the end: the most recent
+        while len(self._failures) > self.max_keys:
+            self._failures.popitem(last=False)
 
-    def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)
+    def succeeded(self, keys: list[tuple[str, ...]]) -> None:
+        for key in keys:
+            # An address's count stays: someone else's success there must not give a guesser
+            # sharing that address (an office, a proxy) a fresh allowance.
+            if key[0] != "address":
+                self._failures.pop(key, None)

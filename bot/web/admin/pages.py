@@ -7,7 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.web.admin.auth import AdminSession, LoginLimiter, SessionSigner
+from bot.web.admin.auth import AdminSession, LoginThrottle, SessionSigner
+from bot.web.admin.sessions import AdminSessions
 from bot.web.keys import ASSISTANT, TEMPLATES
 from knowledge.models import LANGUAGES, to_dict
 from knowledge.store import KnowledgeStore, StaleWriteError
@@ -15,7 +16,9 @@ from knowledge.store.rules import content_of
 from knowledge.versions import diff
 
 SIGNER = web.AppKey("admin_signer", SessionSigner)
-LIMITER = web.AppKey("admin_limiter", LoginLimiter)
+SESSIONS = web.AppKey("admin_sessions", AdminSessions)
+THROTTLE = web.AppKey("admin_throttle", LoginThrottle)
+PROXIES = web.AppKey("admin_trusted_proxies", tuple)  # Settings.trusted_proxies
 SESSION = web.RequestKey("admin_session", AdminSession)  # the signed-in admin
 
 
