@@ -140,7 +140,7 @@ class LoginThrottle:
     """Exponential back-off on failed sign-ins, instead of a lock-out or a CAPTCHA.
 
     Each key (see `throttle_keys`) has a few free failures; after those each failure makes the
-    key wait twice as long as the one before (1 s, 2 s, 4 s ... at most `max_delay_s`) before
+    key wait twice as long as the one before (5 s, 10 s, 20 s ... at most `max_delay_s`) before
     its next attempt is even checked; a key quiet for `forget_after_s` starts afresh. The counts
     live in this process: N replicas allow N times the attempts, still exponentially fewer.
     """
@@ -149,7 +149,7 @@ class LoginThrottle:
 
     def __init__(
         self,
-        first_delay_s: float = 1.0,
+        first_delay_s: float = 5.0,
         max_delay_s: float = 900.0,
         forget_after_s: float = 86_400.0,
         max_keys: int = 100_000,
