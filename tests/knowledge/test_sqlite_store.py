@@ -9,7 +9,7 @@ import types
 import pytest
 
 from knowledge.config import StoreConfig
-from knowledge.models import AnalysisRecord, UserState
+from knowledge.models import AdminSessionRecord, AnalysisRecord, UserState
 from knowledge.store import StoreError, open_store
 from knowledge.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
@@ -68,10 +68,13 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_data(tmp_path):
         record = AnalysisRecord("a1", "2025-03-01T10:00:00+00:00", "acne", False, False, "v", "tg")
         await store.record_analysis(record)
         assert await store.list_analyses("2025-03-01T00:00:00Z") == [record]
+        session = AdminSessionRecord("h" * 64, "Dr. Kim", 1.0, 2.0, 1.0, "fingerprint")
+        await store.create_admin_session(session)
+        assert await store.get_admin_session(session.id_hash) == session
     finally:
         await store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
 
 
