@@ -169,6 +169,16 @@ async def test_a_new_password_hash_ends_every_session(replica):
     assert await status_with(new, cookie_of(new)) == 200
 
 
+async def test_without_the_store_no_session_is_accepted(replica):
+    client = await replica()
+    await sign_in(client)
+    cookie = cookie_of(client)
+    await client.store.close()  # as good as a store outage
+    response = await client.get("/admin/faq", allow_redirects=False)
+    assert response.status == 503 and "try again" in await response.text()
+    assert await status_with(client, cookie) == 503
+
+
 # ---- the sign-in back-off -----------------------------------------------------------------
 
 

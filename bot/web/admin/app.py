@@ -17,6 +17,8 @@ never meets it.
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from bot.settings import Settings
@@ -26,6 +28,9 @@ from bot.web.admin.pages import PROXIES, SESSION, SESSIONS, SIGNER, THROTTLE
 from bot.web.admin.sessions import AdminSessions
 from bot.web.bodies import form_of
 from bot.web.keys import ASSISTANT
+from knowledge.store import StoreError
+
+log = logging.getLogger(__name__)
 
 
 def build_admin_app(settings: Settings) -> web.Application:
@@ -86,9 +91,16 @@ async def require_admin(request: web.Request, handler):
         form = await form_of(request)
     if request.match_info.handler in OPEN_HANDLERS:
         return await handler(request)
-    session = await request.app[SESSIONS].read(
-        assistant.store, request.cookies.get(login.SESSION_COOKIE)
-    )
+    try:
+        session = await request.app[SESSIONS].read(
+            assistant.store, request.cookies.get(login.SESSION_COOKIE)
+        )
+    except StoreError as error:
+        # Without the store no session can be checked: refuse, and say it is temporary.
+        log.error("admin: cannot check the session, the store is unreachable: %s", error)
+        raise web.HTTPServiceUnavailable(
+            text="The store cannot be reached: try again in a moment."
+        ) from error
     if session is None:
         if request.method == "GET":
             raise web.HTTPSeeOther(f"/admin/login?next={request.path}")
