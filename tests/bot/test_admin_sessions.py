@@ -16,7 +16,7 @@ import pytest
 
 from bot.app import build_assistant
 from bot.settings import Settings, SettingsError
-from bot.web.admin.auth import hash_password
+from bot.web.admin.auth import LoginThrottle, hash_password, throttle_keys
 from bot.web.admin.sessions import IDLE_S, SESSION_S, id_hash
 from bot.web.app import build_web_app
 from bot.web.clients import forwarded_from
@@ -236,6 +236,41 @@ async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(repli
         assert (await sign_in(client, password="guess", forwarded_for=forged)).status == 401
     response = await sign_in(client, password=PASSWORD, forwarded_for="192.0.2.200")
     assert response.status == 429
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_wait_doubles_with_each_failure_up_to_a_cap_and_is_forgotten():
+    clock = Clock()
+    throttle = LoginThrottle(first_delay_s=5, max_delay_s=60, forget_after_s=3600, clock=clock)
+    keys = throttle_keys("203.0.113.66", "Dr. Kim", None)
+    waits = []
+    for _ in range(8):
+        throttle.failed(keys)
+        waits.append(throttle.wait_s(keys))
+        clock.now += waits[-1]  # the guesser waits exactly as long as told
+    assert waits == [0, 0, 5, 10, 20, 40, 60, 60]  # three free, then doubling, capped
+    throttle.succeeded(keys)  # clears the pair; the address keeps its count
+    assert throttle.wait_s(keys[:1]) == 0
+    clock.now += 3601
+    assert throttle.wait_s(keys) == 0  # quiet for long enough: a fresh start
+    throttle.failed(keys)
+    assert throttle.wait_s(keys) == 0
+
+
+def test_made_up_names_cannot_grow_memory_without_bound():
+    throttle = LoginThrottle(max_keys=50, clock=Clock())
+    for number in range(1_000):
+        throttle.failed(throttle_keys("203.0.113.66", f"name {number}", None))
+    assert len(throttle._failures) == 50
+    # The address, failing all along, is the most recent key: never the one dropped.
+    assert throttle.wait_s([("address", "203.0.113.66")]) > 0
 
 
 def test_the_client_is_the_right_most_address_no_trusted_proxy_added():

@@ -68,13 +68,15 @@ class AdminSessions:
         # Bounded when checked: a record never lives longer than SESSION_S from its start,
         # whatever expiry it says.
         expires = min(record.expires_ts, record.created_ts + SESSION_S)
-        if now >= expires or now - record.last_seen_ts >= IDLE_S:
+        if (
+            now >= expires
+            or now - record.last_seen_ts >= IDLE_S
+            # Opened under another password hash. (During a rolling deploy that changes the
+            # hash, a replica still on the old one ends the new sessions it sees, too: the
+            # admin signs in again once the deploy is through.)
+            or record.password_fingerprint != self.fingerprint
+        ):
             await store.delete_admin_session(record.id_hash)
-            return None
-        if record.password_fingerprint != self.fingerprint:
-            # Opened under another password hash. Refused, not deleted: during a rolling
-            # deploy a replica still on the old hash must not end sessions of the new one
-            # (the next sign-in's prune deletes the old hash's records).
             return None
         if now - record.last_seen_ts >= TOUCH_EVERY_S:
             if not await store.touch_admin_session(record.id_hash, now):
