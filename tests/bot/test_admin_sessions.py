@@ -17,7 +17,7 @@ import pytest
 from bot.app import build_assistant
 from bot.settings import Settings, SettingsError
 from bot.web.admin.auth import LoginThrottle, hash_password, throttle_keys
-from bot.web.admin.sessions import IDLE_S, SESSION_S, id_hash
+from bot.web.admin.sessions import IDLE_S, SESSION_S, TOUCH_EVERY_S, id_hash
 from bot.web.app import build_web_app
 from bot.web.clients import forwarded_from
 from bot.web.keys import ASSISTANT
@@ -148,7 +148,13 @@ async def test_an_idle_session_ends(replica):
     await sign_in(client)
     cookie = cookie_of(client)
     record = await record_of(client, cookie)
+    # A request a while after the last one moves last-seen on (at most once a minute).
+    earlier = dataclasses.replace(record, last_seen_ts=record.last_seen_ts - TOUCH_EVERY_S - 1)
+    await client.store.delete_admin_session(record.id_hash)
+    await client.store.create_admin_session(earlier)
     assert await status_with(client, cookie) == 200
+    assert (await record_of(client, cookie)).last_seen_ts >= record.last_seen_ts
+
     idle = dataclasses.replace(record, last_seen_ts=record.last_seen_ts - IDLE_S - 1)
     await client.store.delete_admin_session(record.id_hash)
     await client.store.create_admin_session(idle)
