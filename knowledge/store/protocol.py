@@ -18,6 +18,7 @@ from knowledge.models import (
     Condition,
     FaqEntry,
     Feedback,
+    QueuedReply,
     UserState,
 )
 
@@ -101,6 +102,26 @@ class KnowledgeStore(Protocol):
 
     # Admin audit trail, oldest first.
     async def audit_log(self, kind: str, key: str) -> list[AuditEntry]: ...
+
+    # ---- Delivery: the outbox of replies not delivered yet, and updates already seen --------
+    # (bot/outbox.py). Times are Unix seconds, passed in so that every replica's clock and the
+    # tests' agree on what is due.
+    async def enqueue_reply(self, reply: QueuedReply) -> None: ...
+    # Every queued reply (up to `limit`), in `seq` order.
+    async def pending_replies(self, limit: int = 500) -> list[QueuedReply]: ...
+    # The reply with its lease taken by `owner` until `lease_until`, or None when another owner
+    # holds an unexpired lease or the reply is gone.
+    async def claim_reply(
+        self, reply_id: str, owner: str, now: float, lease_until: float
+    ) -> QueuedReply | None: ...
+    # A failed attempt: try again at `next_attempt`; the lease is released. Gone: nothing happens.
+    async def reschedule_reply(self, reply_id: str, next_attempt: float, attempts: int) -> None: ...
+    async def delete_reply(self, reply_id: str) -> None: ...
+    # True the first time `key` is recorded (or when its earlier record has expired), False for
+    # a repeat: one atomic check-and-record, so two replicas never both get True.
+    async def record_update(self, key: str, now: float, expires_at: float) -> bool: ...
+    # Forget the records expired by `now`; how many were deleted.
+    async def purge_updates(self, now: float) -> int: ...
 
     # Health: StoreError unless the store answers now (and, for a file, is still the file that
     # was opened). One cheap read; /healthz calls it.
