@@ -136,7 +136,8 @@ async def test_two_replicas_send_a_queued_reply_once(tmp_path):
         async with asyncio.timeout(30):
             while await queued_replies(first):
                 await asyncio.sleep(0.05)
-    # A second send would have started during the first's 1.5 s and been answered at once.
+        await tg.wait_for(lambda call: call.injected == "delay", timeout=10)
+    # A second send would have started during the delayed one's 1.5 s and been answered at once.
     helps = [c for c in tg.sent if c.ok and "What I can do" in c.params.get("text", "")]
     assert len(helps) == 1
     assert len(tg.messages_to(user.id)) == 2
