@@ -318,8 +318,8 @@ class TelegramTransport:
 
     async def _send_all(self, chat_id: int, replies: list[Reply]) -> None:
         """Send `replies` in order; what Telegram will not take now goes to the outbox."""
-        if self.outbox.is_waiting(chat_id):  # earlier replies are queued: these go behind them
-            await self.outbox.put(chat_id, replies)
+        # Earlier replies are queued: these go behind them (unless the store fails: then now).
+        if self.outbox.is_waiting(chat_id) and await self.outbox.put(chat_id, replies):
             return
         for index, reply in enumerate(replies):
             try:

@@ -10,8 +10,10 @@ webhook update delivered twice is answered once.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
+from bot.conversation import Button, Reply, Venue
 from bot.web.keys import ASSISTANT
 
 from telegram_server import FakeTelegram
@@ -34,6 +36,22 @@ async def wait_until_queued(bot, count: int = 1, timeout: float = 30.0) -> list:
 
 def texts_to(tg: FakeTelegram, user) -> list[str]:
     return [text_of(message) for message in tg.messages_to(user.id)]
+
+
+def test_a_reply_round_trips_through_its_json_without_the_photo():
+    reply = Reply(
+        text="<b>Acne</b> 여드름",
+        buttons=[[Button("Care", "care:1"), Button("Map", "clinics:acne")], [Button("X", "x")]],
+        photo=b"\x89PNG...",
+        ask_location=True,
+        location_button="📍",
+        close_keyboard=True,
+    )
+    again = Reply.from_dict(json.loads(json.dumps(reply.to_dict())))
+    assert again.photo is None  # photos are never stored
+    assert again == Reply(**{**reply.__dict__, "photo": None})
+    venue = Reply(venue=Venue("Clinic", "Seoul", 37.5, 127.0, "https://map.example/1"))
+    assert Reply.from_dict(json.loads(json.dumps(venue.to_dict()))) == venue
 
 
 async def test_a_reply_outlasts_an_outage_and_later_replies_keep_their_order(tmp_path):
