@@ -49,6 +49,10 @@ class Settings:
     flood_max_messages: int = 20  # per user per flood window; more gets one "slow down"
     flood_window_s: float = 60.0
     telegram_max_rate: float = 30.0  # messages/s to Telegram in all (its limit); 0: no limit
+    # Replies Telegram would not take now wait in the store's outbox (bot/outbox.py): checked
+    # every `outbox_poll_s`, retried with back-off, dropped after `outbox_give_up_s`.
+    outbox_poll_s: float = 1.0
+    outbox_give_up_s: float = 900.0
     # The diagnosis engine's own settings, each read by its own from_env (SKINCARE_MODEL,
     # SKINCARE_RUNTIME..., SKINCARE_MAX_PHOTO_*, SKINCARE_QUALITY_*).
     serving: ServingConfig = field(default_factory=ServingConfig)
@@ -95,6 +99,10 @@ class Settings:
             ),
             telegram_max_rate=reader.number(
                 "SKINCARE_TELEGRAM_MAX_RATE", defaults.telegram_max_rate, 0, 10_000
+            ),
+            outbox_poll_s=reader.number("SKINCARE_OUTBOX_POLL_S", defaults.outbox_poll_s, 0.1, 60),
+            outbox_give_up_s=reader.number(
+                "SKINCARE_OUTBOX_GIVE_UP_S", defaults.outbox_give_up_s, 10, 7 * 86_400
             ),
             serving=ServingConfig.from_env(env),
             intake=IntakeLimits.from_env(env),

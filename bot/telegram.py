@@ -3,7 +3,10 @@
 Each handler turns an update into one Conversation call and sends the replies it gets. What
 Telegram-specific work there is lives here: downloading photos, chat actions while working,
 keyboards, venues, and getting every reply delivered (PTB's AIORateLimiter keeps within
-Telegram's limits and waits out 429 `retry_after`; network errors are retried here).
+Telegram's limits and waits out 429 `retry_after`; network errors and 5xx are retried here for
+a few seconds, and a reply that still fails waits in the store's outbox: bot/outbox.py).
+Every update is handled once: its id is recorded in the store before it is handled, and a
+second delivery of it (a webhook Telegram sent again) is acknowledged without a reply.
 Polling by default; with SKINCARE_WEBHOOK_URL the aiohttp server receives updates
 (bot/web/webhook.py).
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -30,24 +34,30 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Tele
 from telegram.ext import (
     AIORateLimiter,
     Application,
+    ApplicationHandlerStop,
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
 from bot.conversation import COMMANDS, ActionKind, Chatter, Conversation, Reply, user_key
+from bot.outbox import Delivery, Outbox
 from bot.redaction import redact_in_logs
 from bot.settings import Settings
 from bot.telegram_http import AiohttpRequest
 from bot.texts import TELEGRAM_MESSAGE_LIMIT, language_for, plain_text, telegram_problems
 from knowledge.geo import is_coordinate
+from knowledge.store import StoreError
 
 log = logging.getLogger(__name__)
 
 SEND_ATTEMPTS = 5  # network errors; 429s are waited out by the rate limiter
 CAPTION_LIMIT = 1024
+# How long an update id is remembered: Telegram keeps an unconfirmed update for 24 hours.
+UPDATE_MEMORY_S = 24 * 3600.0
 T = TypeVar("T")
 
 
@@ -73,6 +83,17 @@ class TelegramTransport:
         self._chat_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self.store = conversation.store
+        self.outbox = Outbox(
+            self.store,
+            self._deliver_queued,
+            self._chat_lock,
+            poll_s=settings.outbox_poll_s,
+            give_up_s=settings.outbox_give_up_s,
+        )
+        # Update ids are per bot: the bot id (the token's first part) keeps two bots sharing a
+        # store apart.
+        self._update_prefix = f"tg:{settings.telegram_token.partition(':')[0]}:"
         builder = (
             Application.builder()
             .token(settings.telegram_token)
@@ -102,6 +123,7 @@ class TelegramTransport:
         app = self.application
         await _retrying(app.initialize, "initialize")
         await app.start()
+        await self.outbox.start()
         if self.settings.webhook_url:
             await _retrying(
                 lambda: app.bot.set_webhook(
@@ -117,6 +139,7 @@ class TelegramTransport:
             log.info("Telegram: polling as @%s", app.bot.username)
 
     async def stop(self) -> None:
+        await self.outbox.stop()
         app = self.application
         if app.updater is not None and app.updater.running:
             await app.updater.stop()
@@ -140,6 +163,7 @@ class TelegramTransport:
 
     def _add_handlers(self) -> None:
         app = self.application
+        app.add_handler(TypeHandler(Update, self._skip_repeated_update), group=-1)
         app.add_handler(CommandHandler(list(COMMANDS), self._on_command))
         app.add_handler(MessageHandler(filters.COMMAND, self._on_command))
         app.add_handler(MessageHandler(filters.PHOTO, self._on_photo))
@@ -149,6 +173,28 @@ class TelegramTransport:
         app.add_handler(CallbackQueryHandler(self._on_button))
         app.add_handler(MessageHandler(filters.ALL, self._on_other))
         app.add_error_handler(self._on_error)
+
+    async def _skip_repeated_update(
+        self, update: Update, context: ContextTypes.DEFAULT_TYPE
+    ) -> None:
+        """Runs before every handler: an update seen before is acknowledged and not answered."""
+        now = time.time()
+        key = f"{self._update_prefix}{update.update_id}"
+        try:
+            first = await self.store.record_update(key, now, now + UPDATE_MEMORY_S)
+        except StoreError as error:
+            # Answering twice is the lesser harm than not answering at all.
+            log.warning("cannot check whether an update is new (%s): handling it", error)
+            return
+        if not first:
+            log.info("update delivered again: already handled, not answered twice")
+            raise ApplicationHandlerStop
+
+    def _chat_lock(self, chat_id: int) -> asyncio.Lock:
+        lock = self._chat_locks.get(chat_id)
+        if lock is None:
+            lock = self._chat_locks[chat_id] = asyncio.Lock()
+        return lock
 
     def _chatter(self, update: Update) -> Chatter:
         user = update.effective_user
@@ -163,10 +209,7 @@ class TelegramTransport:
         action: str | None = None,
     ) -> None:
         chat_id = update.effective_chat.id
-        lock = self._chat_locks.get(chat_id)
-        if lock is None:
-            lock = self._chat_locks[chat_id] = asyncio.Lock()
-        async with lock:
+        async with self._chat_lock(chat_id):
             if action is not None:
                 await self._chat_action(chat_id, action)
             replies = await work(self._chatter(update))
@@ -247,9 +290,9 @@ class TelegramTransport:
             lang = language_for(update.effective_user.language_code)
             text = self.conversation.texts.word("error_try_again", lang)
             try:
-                await self.application.bot.send_message(update.effective_chat.id, text)
-            except TelegramError:
-                pass
+                await self._send_all(update.effective_chat.id, [Reply(text=text)])
+            except TelegramError as exc:  # refused: there is nothing left to tell the user
+                log.info("the error reply was refused too: %s", exc)
 
     # ---- Telegram I/O ------------------------------------------------------------------------
 
@@ -274,12 +317,37 @@ class TelegramTransport:
             log.debug("sendChatAction failed: %s", exc)
 
     async def _send_all(self, chat_id: int, replies: list[Reply]) -> None:
-        for reply in replies:
+        """Send `replies` in order; what Telegram will not take now goes to the outbox."""
+        # Earlier replies are queued: these go behind them (unless the store fails: then now).
+        if self.outbox.is_waiting(chat_id) and await self.outbox.put(chat_id, replies):
+            return
+        for index, reply in enumerate(replies):
             try:
                 await _retrying(lambda r=reply: self._send(chat_id, r), "send")
             except Forbidden:
                 log.info("the user blocked the bot; dropping the rest of the replies")
                 return
+            except BadRequest:
+                raise  # the reply itself is wrong: queueing it cannot help
+            except (NetworkError, RetryAfter) as exc:
+                log.warning("Telegram still failing after retries (%s): replies queued", exc)
+                await self.outbox.put(chat_id, replies[index:])
+                return
+
+    async def _deliver_queued(self, chat_id: int, reply: Reply) -> Delivery:
+        """One attempt at a reply from the outbox (which does the retrying)."""
+        try:
+            await self._send(chat_id, reply)
+        except (Forbidden, BadRequest) as exc:
+            log.info("a queued reply was refused: %s", exc)
+            return Delivery.UNDELIVERABLE
+        except (NetworkError, RetryAfter) as exc:
+            log.info("a queued reply could not be sent yet: %s", exc)
+            return Delivery.RETRY
+        except TelegramError as exc:  # e.g. the chat migrated: this reply cannot go out
+            log.warning("a queued reply was refused: %s", exc)
+            return Delivery.UNDELIVERABLE
+        return Delivery.SENT
 
     async def _send(self, chat_id: int, reply: Reply) -> None:
         bot = self.application.bot

@@ -6,8 +6,8 @@ bot's main-thread time; aiohttp's client does the same request in about a fifth 
 here (docs/performance.md). aiohttp is already the bot's web server, so nothing new is installed.
 
 PTB's `BaseRequest` keeps everything Telegram-specific (parameters, errors from status codes,
-RetryAfter on 429): this class only moves bytes, and maps aiohttp's failures to PTB's
-`TimedOut` / `NetworkError`, which bot/telegram.py retries.
+RetryAfter on 429): this class only moves bytes, and maps aiohttp's failures, and answers that
+are not JSON, to PTB's `TimedOut` / `NetworkError`, which bot/telegram.py retries.
 """
 
 from __future__ import annotations
@@ -57,6 +57,21 @@ class AiohttpRequest(BaseRequest):
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
+
+    @staticmethod
+    def parse_json_payload(payload: bytes) -> dict:
+        """The Bot API's JSON answer. Anything else (a proxy's HTML error page with status 200,
+        a body cut short) is a NetworkError, which is retried, where PTB's own parser raises a
+        plain TelegramError, which is not; and unlike PTB's, the body is not logged (it may
+        echo a user's message)."""
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            size = len(payload)
+            raise NetworkError(f"Invalid server response ({size} bytes, not JSON)") from None
+        if not isinstance(data, dict):
+            raise NetworkError("Invalid server response (JSON, but not an object)")
+        return data
 
     async def do_request(
         self,

@@ -155,6 +155,26 @@ class AuditEntry:
     after: dict[str, Any] | None
 
 
+@dataclass
+class QueuedReply:
+    """One reply the bot could not deliver yet, waiting in the store's outbox (bot/outbox.py).
+
+    The rendered message only (text, buttons, venue: `payload`, JSON), never a photo. Replies to
+    one chat go out in `seq` order; `claimed_by` / `claimed_until` are the lease of the replica
+    sending it, so two replicas never send the same reply at once.
+    """
+
+    id: str
+    chat_id: int
+    seq: float  # order within the chat: the enqueuing replica's clock, Unix seconds
+    payload: str  # JSON of the rendered reply
+    created: float  # Unix seconds: when the reply was first due (it is dropped when too old)
+    next_attempt: float  # Unix seconds
+    attempts: int = 0
+    claimed_by: str = ""
+    claimed_until: float = 0.0
+
+
 def to_dict(document: Any) -> dict[str, Any]:
     """`dataclasses.asdict` without its deep copy of every value: new dicts and lists all the
     way down, the immutable leaves (str, numbers, enums) shared. asdict's copies made saving a

@@ -30,8 +30,11 @@ Like the real server it checks what it is sent: HTML / MarkdownV2 / Markdown par
 1-64 bytes), the chat (unknown: 400, blocked or never contacted: 403), "message is not modified",
 answering a callback query twice, and file identifiers.
 
-Failure injection: ``fail_next`` (429 with ``retry_after``, 500, 502, ...), ``drop_next`` (the
-connection is closed without an answer: a network error for the client) and ``delay_next``.
+Failure injection: ``fail_next`` (429 with ``retry_after``, 500, 502, ...), ``garble_next`` (an
+answer that is not JSON, e.g. a proxy's HTML page with status 200), ``drop_next`` (the
+connection is closed without an answer: a network error for the client) and ``delay_next``;
+none of these carries the call out. ``deliver_again`` POSTs an update to the webhook once more,
+as Telegram does when it did not get the webhook's answer in time.
 
 Everything runs on the test's event loop; the update-injecting methods are plain (synchronous)
 methods, the waiting ones are coroutines. Many concurrent users are fine: each private chat has
@@ -314,7 +317,7 @@ class WebhookDelivery:
 @dataclass
 class InjectedFailure:
     method: str
-    kind: str  # error, drop, delay
+    kind: str  # error, garble, drop, delay
     error_code: int | None
     time: float
 
@@ -1210,6 +1213,13 @@ class FakeTelegram:
             )
         )
 
+    def garble_next(
+        self, method: str | Iterable[str] = "*", times: int = 1, status: int = 200
+    ) -> None:
+        """The next ``times`` calls of ``method`` are answered with an HTML page and ``status``
+        instead of the Bot API's JSON (as a proxy in front of it might); not carried out."""
+        self._faults.append(_Fault(self._fault_methods(method), times, "garble", error_code=status))
+
     def drop_next(self, method: str | Iterable[str] = "*", times: int = 1) -> None:
         """The next ``times`` calls of ``method`` get their connection closed without an
         answer (PTB raises NetworkError); the call is not carried out."""
@@ -1270,6 +1280,12 @@ class FakeTelegram:
             if fault.kind == "error":
                 parameters = {"retry_after": fault.retry_after} if fault.retry_after else None
                 return self._finish(call, ApiError(fault.error_code, fault.description, parameters))
+            if fault.kind == "garble":
+                call.ok, call.error_code = False, fault.error_code
+                call.description = "not JSON"
+                self._record(call)
+                page = "<html><body><h1>Service Unavailable</h1></body></html>"
+                return web.Response(status=fault.error_code, text=page, content_type="text/html")
             if fault.kind == "drop":
                 call.description = "connection dropped"
                 self._record(call)
@@ -1522,6 +1538,15 @@ class FakeTelegram:
             self._notify()
 
     # -- webhook delivery -----------------------------------------------------------------
+
+    def deliver_again(self, update_id: int) -> None:
+        """POST an update the webhook already got (and answered) once more."""
+        if not self._webhook_url:
+            raise RuntimeError("deliver_again needs a webhook (setWebhook)")
+        update = self.updates[update_id]
+        self._consumed.discard(update_id)
+        self._queue.append(update)
+        self._schedule_delivery(update)
 
     def _schedule_delivery(self, update: dict) -> None:
         if update["update_id"] in self._in_delivery:

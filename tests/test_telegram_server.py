@@ -30,6 +30,7 @@ from telegram.error import (
     InvalidToken,
     NetworkError,
     RetryAfter,
+    TelegramError,
     TimedOut,
 )
 from telegram.ext import (
@@ -296,6 +297,24 @@ async def test_slow_answer_times_out(tg):
             await bot.send_message(alice.id, "slow")
 
 
+async def test_an_answer_that_is_not_json_reaches_ptb_and_is_not_carried_out(tg):
+    alice = tg.user()
+    tg.send_text(alice, "hi")
+    async with tg.application_builder().build().bot as bot:
+        tg.garble_next("sendMessage", status=200)
+        with pytest.raises(TelegramError, match="Invalid server response"):
+            await bot.send_message(alice.id, "garbled")
+        tg.garble_next("sendMessage", status=503)
+        with pytest.raises(NetworkError, match="Service Unavailable"):
+            await bot.send_message(alice.id, "garbled too")
+        await bot.send_message(alice.id, "fine")
+    assert [m["text"] for m in tg.messages_to(alice)] == ["fine"]
+    assert [(f.kind, f.error_code) for f in tg.injected_failures] == [
+        ("garble", 200),
+        ("garble", 503),
+    ]
+
+
 # -- webhook --------------------------------------------------------------------------------
 
 
@@ -362,6 +381,10 @@ async def test_webhook_retries_until_the_bot_answers(tg):
         await tg.wait_consumed(update_id)
         assert [u["update_id"] for u in received] == [update_id, update_id]
         assert "500" in tg.webhook_info()["last_error_message"]
+        # As when Telegram missed the answer: the same update once more, whole.
+        tg.deliver_again(update_id)
+        await tg.wait_consumed(update_id)
+        assert received[2] == received[1] == tg.updates[update_id]
     finally:
         await runner.cleanup()
 

@@ -61,7 +61,8 @@ class Reply:
     close_keyboard: bool = False  # remove that keyboard again
 
     def to_dict(self) -> dict[str, Any]:
-        """For the web chat (JSON); the photo is sent separately as base64 by the caller."""
+        """As JSON, for the web chat and the outbox; never the photo (the web chat sends it
+        separately as base64; the outbox does not keep photos)."""
         return {
             "text": self.text,
             "buttons": [
@@ -70,7 +71,21 @@ class Reply:
             "venue": None if self.venue is None else self.venue.__dict__,
             "ask_location": self.ask_location,
             "location_button": self.location_button,
+            "close_keyboard": self.close_keyboard,  # the web page hides its location button
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reply:
+        """The reply `to_dict` wrote (without a photo)."""
+        venue = data.get("venue")
+        return cls(
+            text=data.get("text", ""),
+            buttons=[[Button(b["text"], b["action"]) for b in row] for row in data["buttons"]],
+            venue=None if venue is None else Venue(**venue),
+            ask_location=data.get("ask_location", False),
+            location_button=data.get("location_button", ""),
+            close_keyboard=data.get("close_keyboard", False),
+        )
 
     def split(self) -> list[Reply]:
         """This reply as messages that each fit Telegram's limit."""

@@ -144,7 +144,6 @@ async def chat(request: web.Request) -> web.Response:
 
 def _reply_json(reply: Reply) -> dict:
     data = reply.to_dict()
-    data["close_keyboard"] = reply.close_keyboard  # the page hides its location button then
     if reply.photo is not None:
         data["photo"] = "data:image/png;base64," + base64.b64encode(reply.photo).decode()
     return data

@@ -1,10 +1,10 @@
 """The production knowledge store: Cloud Firestore, through the async client.
 
 Collections: `conditions`, `faq`, `clinics` (versioned documents), `feedback`, `users`,
-`analyses`, `audit` and `admin_sessions`. Each document is the model's dataclass as a map, plus
-top-level fields for everything a query touches (`key`, `label`, `geohash`, `lat`, `lon`,
-`version`, `created_ts`, `at_ts`, `user_key`), because queries on nested fields are not
-portable (the test emulator cannot run them).
+`analyses`, `audit`, `admin_sessions`, and for delivery `outbox` and `seen_updates`. Each
+document is the model's dataclass as a map, plus top-level fields for everything a query touches
+(`key`, `label`, `geohash`, `lat`, `lon`, `version`, `created_ts`, `at_ts`, `user_key`), because
+queries on nested fields are not portable (the test emulator cannot run them).
 
 Versioned saves run in a transaction: read the stored version, compare it with the one the
 editor started from, write version + 1 and the audit entry together. Two guards make a lost
@@ -55,6 +55,7 @@ from knowledge.models import (
     Condition,
     FaqEntry,
     Feedback,
+    QueuedReply,
     UserState,
     clinic_from_dict,
     condition_from_dict,
@@ -65,10 +66,12 @@ from knowledge.store.protocol import ImportResult, StaleWriteError, StoreError
 from knowledge.store.rules import (
     check_action,
     check_key,
+    claimed,
     content_of,
     now_iso,
     prepare_clinic,
     prepare_clinic_batch,
+    rescheduled,
     timestamp,
 )
 
@@ -103,6 +106,7 @@ FAQ = _Kind("faq", "faq", "id", FaqEntry, faq_from_dict)
 CLINIC = _Kind("clinic", "clinics", "id", Clinic, clinic_from_dict)
 FEEDBACK, USERS, AUDIT, ANALYSES = "feedback", "users", "audit", "analyses"
 ADMIN_SESSIONS = "admin_sessions"
+OUTBOX, OUTBOX_GUARDS, SEEN_UPDATES = "outbox", "outbox_guards", "seen_updates"
 
 
 def _fields_of(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -262,6 +266,24 @@ class FirestoreStore:
             if len(page) < PAGE_SIZE:
                 return found
             last = page[-1][_KEY]
+
+    async def _delete_matching(self, query) -> int:
+        """Delete every document `query` matches, a batch per page; how many were deleted."""
+        deleted = 0
+        while True:  # no cursor needed: what is deleted no longer matches
+            page = [
+                snapshot.reference
+                async for snapshot in query.limit(DELETE_PAGE_SIZE).stream(
+                    retry=self._retry, timeout=self._timeout
+                )
+            ]
+            if not page:
+                return deleted
+            batch = self._client.batch()
+            for ref in page:
+                batch.delete(ref)
+            await batch.commit(retry=self._retry, timeout=self._timeout)
+            deleted += len(page)
 
     @staticmethod
     def _encode(kind: _Kind, doc: Any, revision: str) -> dict[str, Any]:
@@ -631,19 +653,7 @@ class FirestoreStore:
         async def work() -> None:
             await self._ref(USERS, user_key).delete(retry=self._retry, timeout=self._timeout)
             query = self._collection(FEEDBACK).where(filter=FieldFilter("user_key", "==", user_key))
-            while True:  # no cursor needed: what is deleted no longer matches
-                page = [
-                    snapshot.reference
-                    async for snapshot in query.limit(DELETE_PAGE_SIZE).stream(
-                        retry=self._retry, timeout=self._timeout
-                    )
-                ]
-                if not page:
-                    return
-                batch = self._client.batch()
-                for ref in page:
-                    batch.delete(ref)
-                await batch.commit(retry=self._retry, timeout=self._timeout)
+            await self._delete_matching(query)
 
         await self._call("delete user", work())
 
@@ -668,6 +678,116 @@ class FirestoreStore:
             return [AnalysisRecord(**_fields_of(AnalysisRecord, data)) for data in rows]
 
         return await self._call("list analyses", work())
+
+    # ---- delivery: outbox and updates seen ------------------------------------------------
+    # Every change of a queued reply (a claim, a reschedule) runs in a transaction that reads
+    # it, and is guarded as versioned saves are (module docstring): its first write *creates*
+    # `outbox_guards/<reply id>:<rev>` for the revision it read, and the reply gets a new `rev`.
+    # Two replicas claiming the same revision race for one guard id and the loser's commit
+    # fails before it writes anything, on the emulator too: a lease has one holder.
+
+    async def enqueue_reply(self, reply: QueuedReply) -> None:
+        check_key("queued reply", reply.id)
+        ref = self._ref(OUTBOX, reply.id)
+        data = {**to_dict(reply), _REV: uuid.uuid4().hex}
+        await self._call("queue a reply", ref.set(data, retry=self._retry, timeout=self._timeout))
+
+    async def pending_replies(self, limit: int = 500) -> list[QueuedReply]:
+        if limit <= 0:
+            return []
+        query = self._collection(OUTBOX).order_by("seq").limit(limit)
+
+        async def work() -> list[QueuedReply]:
+            rows = await self._stream(query)
+            rows.sort(key=lambda row: (row["seq"], row["id"]))  # ties: as SQLite orders them
+            return [QueuedReply(**_fields_of(QueuedReply, row)) for row in rows]
+
+        return await self._call("list queued replies", work())
+
+    async def _change_reply(
+        self, what: str, reply_id: str, change: Callable[[QueuedReply], QueuedReply | None]
+    ) -> QueuedReply | None:
+        """Read the reply in a transaction and write `change(reply)` back over it (None: no
+        write); returns what was written, or None when someone else changed it meanwhile."""
+        ref = self._ref(OUTBOX, reply_id)
+
+        @async_transactional
+        async def update(transaction) -> QueuedReply | None:
+            snapshot = await self._read(ref, transaction)
+            if not snapshot.exists:
+                return None
+            stored = snapshot.to_dict()
+            changed = change(QueuedReply(**_fields_of(QueuedReply, stored)))
+            if changed is not None:
+                guard = self._ref(OUTBOX_GUARDS, f"{reply_id}:{stored[_REV]}")
+                transaction.create(guard, {"reply_id": reply_id})  # the guard: first
+                data = {**to_dict(changed), _REV: uuid.uuid4().hex}
+                transaction.update(ref, data)
+            return changed
+
+        async def work() -> QueuedReply | None:
+            try:
+                return await update(self._client.transaction())
+            except (api_exceptions.AlreadyExists, api_exceptions.NotFound):
+                return None  # changed or deleted by someone else meanwhile
+
+        return await self._call(what, work())
+
+    async def claim_reply(
+        self, reply_id: str, owner: str, now: float, lease_until: float
+    ) -> QueuedReply | None:
+        return await self._change_reply(
+            "claim a queued reply", reply_id, lambda reply: claimed(reply, owner, now, lease_until)
+        )
+
+    async def reschedule_reply(self, reply_id: str, next_attempt: float, attempts: int) -> None:
+        await self._change_reply(
+            "reschedule a queued reply",
+            reply_id,
+            lambda reply: rescheduled(reply, next_attempt, attempts),
+        )
+
+    async def delete_reply(self, reply_id: str) -> None:
+        async def work() -> None:
+            await self._ref(OUTBOX, reply_id).delete(retry=self._retry, timeout=self._timeout)
+            guards = self._collection(OUTBOX_GUARDS)
+            await self._delete_matching(
+                guards.where(filter=FieldFilter("reply_id", "==", reply_id))
+            )
+
+        await self._call("delete a queued reply", work())
+
+    async def record_update(self, key: str, now: float, expires_at: float) -> bool:
+        ref = self._ref(SEEN_UPDATES, key)
+        data = {_KEY: key, "expires_at": expires_at}
+
+        async def work() -> bool:
+            try:
+                # `create` fails when the document exists, atomically, on the emulator too.
+                await ref.create(data, retry=self._retry, timeout=self._timeout)
+                return True
+            except api_exceptions.AlreadyExists:
+                pass
+            snapshot = await self._read(ref)
+            if snapshot.exists and snapshot.get("expires_at") > now:
+                return False
+            # Expired (or purged meanwhile): renew it, unless another replica just did.
+            try:
+                if snapshot.exists:
+                    option = self._client.write_option(last_update_time=snapshot.update_time)
+                    await ref.update(data, option=option, retry=self._retry, timeout=self._timeout)
+                else:
+                    await ref.create(data, retry=self._retry, timeout=self._timeout)
+            except (api_exceptions.FailedPrecondition, api_exceptions.AlreadyExists):
+                return False
+            return True
+
+        return await self._call("record an update", work())
+
+    async def purge_updates(self, now: float) -> int:
+        query = self._collection(SEEN_UPDATES).where(filter=FieldFilter("expires_at", "<=", now))
+
+        return await self._call("purge updates seen", self._delete_matching(query))
 
     # ---- audit ----------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from knowledge.models import (
     Condition,
     FaqEntry,
     Feedback,
+    QueuedReply,
     UserState,
 )
 
@@ -114,6 +115,25 @@ class KnowledgeStore(Protocol):
     async def touch_admin_session(self, id_hash: str, last_seen_ts: float) -> bool: ...
     async def delete_admin_session(self, id_hash: str) -> None: ...
     async def prune_admin_sessions(self, now_ts: float, password_fingerprint: str) -> int: ...
+    # ---- Delivery: the outbox of replies not delivered yet, and updates already seen --------
+    # (bot/outbox.py). Times are Unix seconds, passed in so that every replica's clock and the
+    # tests' agree on what is due.
+    async def enqueue_reply(self, reply: QueuedReply) -> None: ...
+    # Every queued reply (up to `limit`), in `seq` order.
+    async def pending_replies(self, limit: int = 500) -> list[QueuedReply]: ...
+    # The reply with its lease taken by `owner` until `lease_until`, or None when another owner
+    # holds an unexpired lease or the reply is gone.
+    async def claim_reply(
+        self, reply_id: str, owner: str, now: float, lease_until: float
+    ) -> QueuedReply | None: ...
+    # A failed attempt: try again at `next_attempt`; the lease is released. Gone: nothing happens.
+    async def reschedule_reply(self, reply_id: str, next_attempt: float, attempts: int) -> None: ...
+    async def delete_reply(self, reply_id: str) -> None: ...
+    # True the first time `key` is recorded (or when its earlier record has expired), False for
+    # a repeat: one atomic check-and-record, so two replicas never both get True.
+    async def record_update(self, key: str, now: float, expires_at: float) -> bool: ...
+    # Forget the records expired by `now`; how many were deleted.
+    async def purge_updates(self, now: float) -> int: ...
 
     # Health: StoreError unless the store answers now (and, for a file, is still the file that
     # was opened). One cheap read; /healthz calls it.

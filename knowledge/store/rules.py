@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from knowledge.geo import STORED_PRECISION, geohash_encode
-from knowledge.models import Clinic, to_dict
+from knowledge.models import Clinic, QueuedReply, to_dict
 
 # Fields a store manages itself; two documents with the same content differ only in these.
 MANAGED_FIELDS = ("version", "updated_by", "updated_at", "geohash")
@@ -90,3 +90,20 @@ def content_of(document: Any) -> dict[str, Any]:
     for name in MANAGED_FIELDS:
         data.pop(name, None)
     return data
+
+
+# ---- delivery: the outbox's lease ----------------------------------------------------------
+
+
+def claimed(reply: QueuedReply, owner: str, now: float, lease_until: float) -> QueuedReply | None:
+    """`reply` leased to `owner`, or None while someone else's lease runs."""
+    if reply.claimed_by != owner and reply.claimed_until > now:
+        return None
+    return dataclasses.replace(reply, claimed_by=owner, claimed_until=lease_until)
+
+
+def rescheduled(reply: QueuedReply, next_attempt: float, attempts: int) -> QueuedReply:
+    """`reply` after a failed attempt: due again at `next_attempt`, its lease released."""
+    return dataclasses.replace(
+        reply, next_attempt=next_attempt, attempts=attempts, claimed_by="", claimed_until=0.0
+    )

@@ -32,6 +32,7 @@ from knowledge.models import (
     Condition,
     FaqEntry,
     Feedback,
+    QueuedReply,
     UserState,
     clinic_from_dict,
     condition_from_dict,
@@ -42,10 +43,12 @@ from knowledge.store.protocol import ImportResult, StaleWriteError, StoreError
 from knowledge.store.rules import (
     check_action,
     check_key,
+    claimed,
     content_of,
     now_iso,
     prepare_clinic,
     prepare_clinic_batch,
+    rescheduled,
     timestamp,
 )
 
@@ -54,7 +57,7 @@ _SESSION_COLUMNS = ", ".join(field.name for field in dataclasses.fields(AdminSes
 log = logging.getLogger(__name__)
 Document = TypeVar("Document", Condition, FaqEntry, Clinic)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
 MIGRATIONS: list[list[str]] = [
     [
@@ -93,6 +96,12 @@ MIGRATIONS: list[list[str]] = [
             id_hash TEXT PRIMARY KEY, name TEXT NOT NULL, created_ts REAL NOT NULL,
             expires_ts REAL NOT NULL, last_seen_ts REAL NOT NULL,
             password_fingerprint TEXT NOT NULL)""",
+    ],
+    [  # delivery: the outbox of replies not delivered yet, and the updates already seen
+        "CREATE TABLE outbox (id TEXT PRIMARY KEY, seq REAL NOT NULL, doc TEXT NOT NULL)",
+        "CREATE INDEX outbox_seq ON outbox (seq)",
+        "CREATE TABLE seen_updates (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
+        "CREATE INDEX seen_updates_expiry ON seen_updates (expires_at)",
     ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -525,6 +534,78 @@ class SqliteStore:
             return [AnalysisRecord(**json.loads(row[0])) for row in rows]
 
         return await self._run(query)
+
+    # ---- delivery: outbox and updates seen ------------------------------------------------
+
+    async def enqueue_reply(self, reply: QueuedReply) -> None:
+        check_key("queued reply", reply.id)
+        await self._run(lambda conn: self._put_reply(conn, reply))
+
+    @staticmethod
+    def _put_reply(conn: sqlite3.Connection, reply: QueuedReply) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO outbox (id, seq, doc) VALUES (?, ?, ?)",
+            (reply.id, reply.seq, _dumps(to_dict(reply))),
+        )
+
+    @staticmethod
+    def _queued(conn: sqlite3.Connection, reply_id: str) -> QueuedReply | None:
+        row = conn.execute("SELECT doc FROM outbox WHERE id = ?", (reply_id,)).fetchone()
+        return QueuedReply(**json.loads(row[0])) if row else None
+
+    async def pending_replies(self, limit: int = 500) -> list[QueuedReply]:
+        def query(conn: sqlite3.Connection) -> list[QueuedReply]:
+            rows = conn.execute(
+                "SELECT doc FROM outbox ORDER BY seq, id LIMIT ?", (max(limit, 0),)
+            ).fetchall()
+            return [QueuedReply(**json.loads(row[0])) for row in rows]
+
+        return await self._run(query)
+
+    async def claim_reply(
+        self, reply_id: str, owner: str, now: float, lease_until: float
+    ) -> QueuedReply | None:
+        def claim(conn: sqlite3.Connection) -> QueuedReply | None:
+            with _transaction(conn):
+                reply = self._queued(conn, reply_id)
+                taken = None if reply is None else claimed(reply, owner, now, lease_until)
+                if taken is not None:
+                    self._put_reply(conn, taken)
+                return taken
+
+        return await self._run(claim)
+
+    async def reschedule_reply(self, reply_id: str, next_attempt: float, attempts: int) -> None:
+        def reschedule(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                reply = self._queued(conn, reply_id)
+                if reply is not None:
+                    self._put_reply(conn, rescheduled(reply, next_attempt, attempts))
+
+        await self._run(reschedule)
+
+    async def delete_reply(self, reply_id: str) -> None:
+        await self._run(lambda conn: conn.execute("DELETE FROM outbox WHERE id = ?", (reply_id,)))
+
+    async def record_update(self, key: str, now: float, expires_at: float) -> bool:
+        def record(conn: sqlite3.Connection) -> bool:
+            # One statement, so atomic: a new key is inserted, an expired one renewed, a live
+            # one left alone (no row changed: a repeat).
+            cursor = conn.execute(
+                "INSERT INTO seen_updates (key, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
+                "WHERE seen_updates.expires_at <= ?",
+                (key, expires_at, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(record)
+
+    async def purge_updates(self, now: float) -> int:
+        def purge(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM seen_updates WHERE expires_at <= ?", (now,)).rowcount
+
+        return await self._run(purge)
 
     # ---- audit ----------------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ def test_values_are_read(tmp_path):
         ({"SKINCARE_MAX_PHOTO_BYTES": "-1"}, "SKINCARE_MAX_PHOTO_BYTES"),
         ({"SKINCARE_QUALITY_MIN_SHARPNESS": "sharp"}, "SKINCARE_QUALITY_MIN_SHARPNESS"),
         ({"SKINCARE_LOG_LEVEL": "LOUD"}, "SKINCARE_LOG_LEVEL"),
+        ({"SKINCARE_OUTBOX_POLL_S": "0"}, "SKINCARE_OUTBOX_POLL_S"),
+        ({"SKINCARE_OUTBOX_GIVE_UP_S": "forever"}, "SKINCARE_OUTBOX_GIVE_UP_S"),
     ],
 )
 def test_bad_values_name_the_setting(env, named):
@@ -72,6 +74,14 @@ def test_inference_and_telegram_rate_settings():
         Settings.from_env({"SKINCARE_INFERENCE": "int8"})
     with pytest.raises(SettingsError, match="SKINCARE_TELEGRAM_MAX_RATE"):
         Settings.from_env({"SKINCARE_TELEGRAM_MAX_RATE": "-1"})
+
+
+def test_outbox_settings():
+    defaults = Settings.from_env({})
+    assert (defaults.outbox_poll_s, defaults.outbox_give_up_s) == (1.0, 900.0)
+    env = {"SKINCARE_OUTBOX_POLL_S": "0.5", "SKINCARE_OUTBOX_GIVE_UP_S": "3600"}
+    settings = Settings.from_env(env)
+    assert (settings.outbox_poll_s, settings.outbox_give_up_s) == (0.5, 3600.0)
 
 
 def test_derived_secrets_are_resolved_once_for_every_part():

@@ -43,6 +43,11 @@ async def server(aiohttp_client_factory):
         received.append({"method": request.method, **body})
         return web.json_response({"ok": True, "result": True})
 
+    async def proxy_page(request: web.Request) -> web.Response:
+        # What a misbehaving proxy in front of the Bot API may answer: HTML, status 200 or 502.
+        status = int(request.query.get("status", "200"))
+        return web.Response(status=status, text="<html>upstream hiccup</html>")
+
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(2)
         return web.json_response({"ok": True, "result": True})
@@ -51,6 +56,7 @@ async def server(aiohttp_client_factory):
     app.router.add_post("/bot/sendMessage", record)
     app.router.add_post("/bot/sendPhoto", record)
     app.router.add_post("/bot/slow", slow)
+    app.router.add_post("/bot/proxyPage", proxy_page)
     client = await aiohttp_client_factory(app)
     return str(client.make_url("/bot")), received
 
@@ -110,6 +116,23 @@ async def test_a_slow_answer_is_timed_out_and_a_closed_port_is_a_network_error(s
             await request.do_request("http://127.0.0.1:9/bot/getMe", "POST")
     finally:
         await request.shutdown()
+
+
+async def test_an_answer_that_is_not_json_is_a_network_error_so_it_is_retried(server, caplog):
+    base, _ = server
+    request = AiohttpRequest()
+    await request.initialize()
+    try:
+        for status in (200, 502):
+            with pytest.raises(NetworkError, match="Invalid server response|Bad Gateway"):
+                await request.post(f"{base}/proxyPage?status={status}", request_data(chat_id=1))
+        # A JSON answer that is not an object is no Bot API answer either.
+        with pytest.raises(NetworkError, match="not an object"):
+            request.parse_json_payload(b"[1, 2]")
+        assert request.parse_json_payload(b'{"ok": true, "result": 1}') == {"ok": True, "result": 1}
+    finally:
+        await request.shutdown()
+    assert "upstream hiccup" not in caplog.text  # the body is not logged
 
 
 async def test_must_be_initialized():

@@ -17,6 +17,7 @@ from knowledge.models import (
     AdminSessionRecord,
     AnalysisRecord,
     Feedback,
+    QueuedReply,
     Triage,
     UserState,
     to_dict,
@@ -659,3 +660,85 @@ async def test_prune_admin_sessions_ends_expired_and_other_password_sessions(sto
     for gone in (expired, ends_now, old_password):
         assert await store.get_admin_session(gone.id_hash) is None
     assert await store.prune_admin_sessions(1_800.0, "current") == 0
+
+
+# ---- delivery: outbox and updates seen ----------------------------------------------------
+
+
+def queued(reply_id: str, chat_id: int, seq: float, **fields) -> QueuedReply:
+    payload = '{"text": "안녕 <b>hi</b>", "buttons": [[{"text": "A", "action": "care:1"}]]}'
+    return QueuedReply(reply_id, chat_id, seq, payload, created=seq, next_attempt=seq + 1, **fields)
+
+
+async def test_queued_replies_come_back_in_sequence_order(store):
+    assert await store.pending_replies() == []
+    replies = [queued("r3", 7, 30.0), queued("r1", 7, 10.0), queued("r2", 2**40, 20.0)]
+    for reply in replies:
+        await store.enqueue_reply(reply)
+    pending = await store.pending_replies()
+    assert [r.id for r in pending] == ["r1", "r2", "r3"]
+    assert pending[1] == replies[2], "every field round-trips (a 41-bit chat id too)"
+    assert [r.id for r in await store.pending_replies(limit=2)] == ["r1", "r2"]
+    await store.delete_reply("r1")
+    await store.delete_reply("r1")  # already gone: nothing to do
+    assert [r.id for r in await store.pending_replies()] == ["r2", "r3"]
+
+
+async def test_a_queued_reply_is_leased_to_one_owner_at_a_time(store):
+    await store.enqueue_reply(queued("r1", 7, 10.0))
+    mine = await store.claim_reply("r1", "replica-a", now=100.0, lease_until=160.0)
+    assert (mine.claimed_by, mine.claimed_until) == ("replica-a", 160.0)
+    assert await store.claim_reply("r1", "replica-b", now=120.0, lease_until=180.0) is None
+    again = await store.claim_reply("r1", "replica-a", now=120.0, lease_until=180.0)
+    assert again.claimed_until == 180.0, "the owner may renew its lease"
+    # A replica that died holding the lease: once it runs out, another one takes over.
+    taken = await store.claim_reply("r1", "replica-b", now=181.0, lease_until=240.0)
+    assert taken.claimed_by == "replica-b"
+    assert await store.claim_reply("missing", "replica-a", now=1.0, lease_until=2.0) is None
+
+
+async def test_concurrent_claims_give_the_lease_to_one(store):
+    await store.enqueue_reply(queued("r1", 7, 10.0))
+    results = await asyncio.gather(
+        *(store.claim_reply("r1", f"replica-{n}", 100.0, 160.0) for n in range(2))
+    )
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    assert (await store.pending_replies())[0].claimed_by == winners[0].claimed_by
+
+
+async def test_rescheduling_counts_the_attempt_and_releases_the_lease(store):
+    await store.enqueue_reply(queued("r1", 7, 10.0))
+    await store.claim_reply("r1", "replica-a", now=100.0, lease_until=160.0)
+    await store.reschedule_reply("r1", next_attempt=104.0, attempts=1)
+    [reply] = await store.pending_replies()
+    assert (reply.next_attempt, reply.attempts, reply.claimed_by) == (104.0, 1, "")
+    assert await store.claim_reply("r1", "replica-b", now=104.0, lease_until=164.0) is not None
+    await store.delete_reply("r1")
+    await store.reschedule_reply("r1", next_attempt=200.0, attempts=2)  # gone: stays gone
+    assert await store.pending_replies() == []
+
+
+async def test_an_update_is_recorded_once_until_its_record_expires(store):
+    assert await store.record_update("tg:1:100", now=1000.0, expires_at=2000.0) is True
+    assert await store.record_update("tg:1:100", now=1500.0, expires_at=2500.0) is False
+    assert await store.record_update("tg:1:101", now=1500.0, expires_at=2500.0) is True
+    # Expired: a new delivery of that id counts as new again (and is recorded anew).
+    assert await store.record_update("tg:1:100", now=2000.0, expires_at=3000.0) is True
+    assert await store.record_update("tg:1:100", now=2999.0, expires_at=3999.0) is False
+
+
+async def test_concurrent_deliveries_of_one_update_are_recorded_once(store):
+    results = await asyncio.gather(
+        *(store.record_update("tg:1:7", now=10.0, expires_at=20.0) for _ in range(3))
+    )
+    assert sorted(results) == [False, False, True]
+
+
+async def test_purging_forgets_expired_updates_only(store):
+    await store.record_update("old", now=0.0, expires_at=100.0)
+    await store.record_update("new", now=0.0, expires_at=300.0)
+    assert await store.purge_updates(now=200.0) == 1
+    assert await store.purge_updates(now=200.0) == 0
+    assert await store.record_update("new", now=250.0, expires_at=400.0) is False
+    assert await store.record_update("old", now=250.0, expires_at=400.0) is True
