@@ -36,10 +36,11 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 
 from knowledge.content import CONTENT_DIR, ContentError
-from knowledge.models import LANGUAGES, Localized
+from knowledge.models import LANGUAGES, ChecklistQuestion, Localized
 
 CHECKLIST_FILE = CONTENT_DIR / "checklist.json"
 
@@ -220,6 +221,17 @@ def load_wording(path: Path = CHECKLIST_FILE) -> dict[str, Localized]:
     if problems:
         raise ContentError(path, problems)
     return wording
+
+
+@cache
+def shipped_wording() -> Mapping[str, Localized]:
+    """The content file's wording, read once (do not modify)."""
+    return load_wording()
+
+
+def shipped_questions() -> list[ChecklistQuestion]:
+    """The questions as the content file words them, for seeding a store."""
+    return [ChecklistQuestion(id=q, text=dict(text)) for q, text in shipped_wording().items()]
 
 
 def check_wording(wording: Mapping[str, Localized]) -> list[str]:

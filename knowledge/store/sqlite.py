@@ -27,6 +27,7 @@ from knowledge.geo import geohash_ranges, haversine_km
 from knowledge.models import (
     AnalysisRecord,
     AuditEntry,
+    ChecklistQuestion,
     Clinic,
     Condition,
     FaqEntry,
@@ -35,6 +36,7 @@ from knowledge.models import (
     clinic_from_dict,
     condition_from_dict,
     faq_from_dict,
+    question_from_dict,
     to_dict,
 )
 from knowledge.store.protocol import ImportResult, StaleWriteError, StoreError
@@ -50,9 +52,9 @@ from knowledge.store.rules import (
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-Document = TypeVar("Document", Condition, FaqEntry, Clinic)
+Document = TypeVar("Document", Condition, FaqEntry, Clinic, ChecklistQuestion)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
 MIGRATIONS: list[list[str]] = [
     [
@@ -86,6 +88,11 @@ MIGRATIONS: list[list[str]] = [
             id TEXT PRIMARY KEY, at TEXT NOT NULL, at_ts REAL NOT NULL, doc TEXT NOT NULL)""",
         "CREATE INDEX analyses_at ON analyses (at_ts)",
     ],
+    [
+        """CREATE TABLE questions (
+            id TEXT PRIMARY KEY, version INTEGER NOT NULL, updated_by TEXT NOT NULL,
+            updated_at TEXT NOT NULL, doc TEXT NOT NULL)""",
+    ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -101,6 +108,7 @@ class _Kind:
 
 CONDITION = _Kind("condition", "conditions", "label", condition_from_dict, lambda doc: {})
 FAQ = _Kind("faq", "faq", "id", faq_from_dict, lambda doc: {"label": doc.label, "topic": doc.topic})
+QUESTION = _Kind("question", "questions", "id", question_from_dict, lambda doc: {})
 CLINIC = _Kind(
     "clinic",
     "clinics",
@@ -364,6 +372,21 @@ class SqliteStore:
 
     async def delete_faq(self, entry_id: str, expected_version: int, actor: str) -> None:
         await self._delete(FAQ, entry_id, expected_version, actor)
+
+    # ---- checklist questions ----------------------------------------------------------------
+
+    async def list_questions(self) -> list[ChecklistQuestion]:
+        return await self._run(lambda conn: self._list(conn, QUESTION))
+
+    async def save_question(
+        self,
+        question: ChecklistQuestion,
+        expected_version: int,
+        actor: str,
+        *,
+        action: str | None = None,
+    ) -> ChecklistQuestion:
+        return await self._save(QUESTION, question, expected_version, actor, action)
 
     # ---- clinics --------------------------------------------------------------------------
 

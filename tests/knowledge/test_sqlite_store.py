@@ -68,10 +68,11 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_data(tmp_path):
         record = AnalysisRecord("a1", "2025-03-01T10:00:00+00:00", "acne", False, False, "v", "tg")
         await store.record_analysis(record)
         assert await store.list_analyses("2025-03-01T00:00:00Z") == [record]
+        assert await store.list_questions() == []  # version 3's table
     finally:
         await store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
 
 
