@@ -91,6 +91,7 @@ class Results:
         cancer = await self._likeliest_cancer(prediction) if urgent else None
         result = LastResult(
             id=uuid.uuid4().hex[:8],
+            record_id=uuid.uuid4().hex,
             label=prediction.best.label,
             top=[{"label": item.label, "prob": round(item.prob, 4)} for item in prediction.top],
             abstain=prediction.abstain,
@@ -169,15 +170,7 @@ class Results:
     async def _record(self, state: UserState, result: LastResult) -> None:
         """One anonymous record per answered photo, for /stats (retakes and refusals are not
         analyses: the model never answered)."""
-        record = AnalysisRecord(
-            id=uuid.uuid4().hex,
-            at=result.at,
-            label=result.label,
-            abstain=result.abstain,
-            urgent=result.urgent,
-            model_version=result.model,
-            transport=platform_of(state.user_key),
-        )
+        record = analysis_record(state, result)
         try:
             await self.store.record_analysis(record)
         except StoreError as exc:
@@ -249,3 +242,20 @@ class Results:
         result.feedback_given = True
         state.last_result = result.to_dict()  # saved with the state after this turn
         return self.say.reply("feedback_thanks", state, correct=correct)
+
+
+def analysis_record(
+    state: UserState, result: LastResult, checklist_rules: list[str] | None = None
+) -> AnalysisRecord:
+    """The anonymous record of an answered photo (no photo, no user key): as answered, and
+    again under the same id with the checklist rules the user's answers fired."""
+    return AnalysisRecord(
+        id=result.record_id or uuid.uuid4().hex,
+        at=result.at,
+        label=result.label,
+        abstain=result.abstain,
+        urgent=result.urgent,
+        model_version=result.model,
+        transport=platform_of(state.user_key),
+        checklist_rules=list(checklist_rules or []),
+    )
