@@ -64,6 +64,7 @@ RASH_LABELS = frozenset(
     }
 )
 SHINGLES_LABEL = "viral_infection"  # the group that holds shingles and herpes
+MIN_PROB = 0.10  # a top-3 answer this likely makes its questions fit
 
 # NICE NG12's weighted 7-point checklist: question id -> points for a "yes".
 SEVEN_POINT = {
@@ -144,9 +145,11 @@ class Decision:
     score: int  # the 7-point checklist score (pigmented)
 
 
-def group_for(labels: Iterable[str], cancer_tier: str) -> str | None:
-    """Which questions fit an answer: pigmented before rash (a cancer question matters more)."""
-    labels = set(labels)
+def group_for(top: Iterable[tuple[str, float]], cancer_tier: str) -> str | None:
+    """Which questions fit an answer, from its top answers (label, probability) and cancer
+    tier: pigmented before rash (a cancer question matters more). A top-3 label under
+    `MIN_PROB` does not count: the third answer of a confident acne photo is noise."""
+    labels = {label for label, prob in top if prob >= MIN_PROB}
     if cancer_tier or labels & PIGMENTED_LABELS:
         return PIGMENTED
     if labels & RASH_LABELS:

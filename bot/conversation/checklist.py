@@ -46,7 +46,7 @@ class Checklist:
         result = LastResult.from_dict(state.last_result)
         if result is None or result.checklist_group:
             return []
-        group = group_for([item["label"] for item in result.top], _tier(result))
+        group = group_for([(item["label"], item["prob"]) for item in result.top], _tier(result))
         if group is None:
             return []
         result.checklist_group = group

@@ -35,10 +35,16 @@ ALL_NO = {q: "no" for q in QUESTIONS[PIGMENTED]}
 
 
 def test_group_follows_the_top_answers_and_the_cancer_tier():
-    assert group_for(NEVUS, "") == PIGMENTED
-    assert group_for(RASHY, "") == RASH
-    assert group_for(RASHY, "possible") == PIGMENTED  # any cancer tier asks the checklist
-    assert group_for(("acne", "other"), "") is None
+    def top(*labels):
+        return [(label, 0.5) for label in labels]
+
+    assert group_for(top(*NEVUS), "") == PIGMENTED
+    assert group_for(top(*RASHY), "") == RASH
+    assert group_for(top(*RASHY), "possible") == PIGMENTED  # any cancer tier asks the checklist
+    assert group_for(top("acne", "other"), "") is None
+    # A third answer under 10 % is noise: a confident acne answer gets no questions.
+    assert group_for([("acne", 0.85), ("eczema", 0.099), ("melanoma", 0.01)], "") is None
+    assert group_for([("acne", 0.85), ("eczema", 0.10)], "") == RASH
 
 
 @pytest.mark.parametrize(
