@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.web.admin import clinics, conditions, faq, history, login
+from bot.web.admin import checklist, clinics, conditions, faq, history, login
 from bot.web.admin.auth import LoginLimiter, SessionSigner
 from bot.web.admin.pages import LIMITER, SESSION, SIGNER
 from bot.web.bodies import form_of
@@ -52,6 +52,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/faq/{entry_id}", faq.faq_page)
     r.add_post("/faq/{entry_id}", faq.faq_save)
     r.add_post("/faq/{entry_id}/delete", faq.faq_delete)
+    r.add_get("/checklist", checklist.checklist_page)
+    r.add_post("/checklist/{question_id}", checklist.question_save)
     r.add_get("/clinics", clinics.clinic_list)
     r.add_get("/clinics/new", clinics.clinic_new)
     r.add_post("/clinics/new", clinics.clinic_save)
