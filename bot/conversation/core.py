@@ -105,7 +105,10 @@ class Conversation:
         """
 
         async def respond(state: UserState) -> list[Reply]:
+            previous = state.last_result
             answer = await self.results.photo(state, data, photo_ref)
+            if state.last_result is previous:  # no new result: a retake, a refused file
+                return [answer]
             # Then what a photo cannot show, when questions fit the answer (checklist.py).
             return [answer, *await self.checklist.offer(state)]
 

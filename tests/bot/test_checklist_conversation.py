@@ -7,17 +7,20 @@ intake and quality checks; the prediction is fixed so that each tier is reached 
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import pytest
+from PIL import Image, ImageFilter
 
 from bot.conversation import Chatter, Conversation, Reply, user_key
 from diagnosis.bundle import BUNDLED_MODEL_DIR, load_bundle
 from diagnosis.serving.postprocess import Prediction, RankedLabel
 from knowledge.checklist import PIGMENTED, QUESTIONS, RASH
-from knowledge.models import ChecklistQuestion
 from knowledge.resilient import ResilientKnowledge
 from knowledge.seed import seed
 from knowledge.store.sqlite import SqliteStore
+
+from helpers import image_bytes
 
 ALICE = Chatter(user_key("test-secret", "telegram", 2001), "en")
 BORA = Chatter(user_key("test-secret", "telegram", 2002), "ko-KR")
@@ -281,4 +284,15 @@ async def test_the_questions_use_the_wording_an_admin_saved(replicas, store, car
     assert "Bigger lately?" in question.text
     _, question = await photo_answer(replicas, BORA, photo)
     assert "최근 커졌나요?" in question.text
-    assert isinstance(edited, ChecklistQuestion)
+
+
+async def test_a_retake_after_a_result_asks_nothing(replicas, store, card, photo):
+    """A blurry photo gets retake advice and no questions about the result before it."""
+    replicas.predict(benign_mole(card))
+    await replicas[0].photo(ALICE, photo)
+    state = await store.get_user(ALICE.key)
+    state.last_result = {**state.last_result, "checklist_group": ""}  # as before the questions
+    await store.save_user(state)
+    blurred = Image.open(io.BytesIO(photo)).convert("RGB").filter(ImageFilter.GaussianBlur(6))
+    [retake] = await replicas[1].photo(ALICE, image_bytes(blurred, "JPEG", quality=92))
+    assert not retake.buttons
