@@ -117,6 +117,7 @@ def contexts(conditions, lang: str) -> dict[str, dict]:
                     "by_transport": [("tg", photos - 1), ("web", 1)] if photos else [],
                     "abstain_rate": "25%" if photos else None,
                     "urgent_rate": "10%" if photos else None,
+                    "checklist": [("seven_point", 2), ("all_clear", 1)] if photos else [],
                     "right": 3 if photos else 0,
                     "wrong": 1 if photos else 0,
                     "feedback": (
