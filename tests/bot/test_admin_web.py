@@ -441,3 +441,12 @@ async def test_checklist_wording_edited_in_both_languages_and_used_by_the_bot(ad
     assert unknown.status == 404
     [size] = [q for q in await admin_client.assistant.store.list_questions() if q.id == "size"]
     assert (size.version, size.text["en"]) == (2, "Bigger lately?")
+    # The shipped wording back, by a rollback to version 1 from the question's history.
+    history = await (await admin_client.get("/admin/history/question/size")).text()
+    assert "Bigger lately?" in history
+    await admin_client.post(
+        "/admin/history/question/size/rollback",
+        data={"csrf": csrf, "to_version": "1", "expected_version": "2"},
+    )
+    questions = await admin_client.assistant.knowledge.questions()
+    assert questions["size"]["en"].startswith("Has it changed in size")
