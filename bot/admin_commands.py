@@ -129,6 +129,8 @@ def _period(
         "by_transport": sorted(Counter(r.transport for r in analyses).items()),
         "abstain_rate": _rate(sum(r.abstain for r in analyses), photos),
         "urgent_rate": _rate(sum(r.urgent for r in analyses), photos),
+        # How often each checklist rule fired (knowledge/checklist.py), most often first.
+        "checklist": Counter(rule for r in analyses for rule in r.checklist_rules).most_common(),
         "right": sum(right.values()),
         "wrong": sum(wrong.values()),
         "feedback": [

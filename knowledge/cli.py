@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from envconfig import SettingsError
+from knowledge.checklist import shipped_questions
 from knowledge.config import StoreConfig
 from knowledge.content import (
     CLINIC_COLUMNS,
@@ -113,7 +114,9 @@ async def _with_store(config: StoreConfig, command, args: argparse.Namespace) ->
 
 async def seed_command(store: KnowledgeStore, args: argparse.Namespace) -> int:
     conditions, faq, clinics = args.content
-    report = await seed(store, conditions=conditions, faq=faq, clinics=clinics)
+    report = await seed(
+        store, conditions=conditions, faq=faq, clinics=clinics, questions=shipped_questions()
+    )
     print(report.summary())
     return EXIT_OK
 

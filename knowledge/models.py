@@ -67,6 +67,18 @@ class FaqEntry:
 
 
 @dataclass
+class ChecklistQuestion:
+    """The wording of one question a photo cannot answer (knowledge/checklist.py holds which
+    questions there are and the rules; admins edit only the wording)."""
+
+    id: str  # e.g. "size": one of knowledge.checklist.QUESTION_IDS
+    text: Localized
+    version: int = 0
+    updated_by: str = ""
+    updated_at: str = ""
+
+
+@dataclass
 class Clinic:
     id: str
     name: Localized
@@ -109,6 +121,9 @@ class AnalysisRecord:
     urgent: bool  # the answer was "see a dermatologist soon"
     model_version: str
     transport: str  # "tg" (Telegram), "web" (the web chat), ...
+    # The checklist rules the user's answers fired (knowledge/checklist.py): the record is
+    # written again, under the same id, when the questions are done.
+    checklist_rules: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -205,6 +220,10 @@ def condition_from_dict(data: dict[str, Any]) -> Condition:
 
 def faq_from_dict(data: dict[str, Any]) -> FaqEntry:
     return FaqEntry(**data)
+
+
+def question_from_dict(data: dict[str, Any]) -> ChecklistQuestion:
+    return ChecklistQuestion(**data)
 
 
 def clinic_from_dict(data: dict[str, Any]) -> Clinic:

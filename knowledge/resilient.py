@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import time
 
-from knowledge.models import Clinic, Condition, FaqEntry
+from knowledge.checklist import shipped_wording
+from knowledge.models import Clinic, Condition, FaqEntry, Localized
 from knowledge.store import KnowledgeStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class ResilientKnowledge:
         # Monotonic times of the last good store reads, by what was read.
         self._condition_read_at: dict[str, float] = {}
         self._faq_read_at: dict[str | None, float] = {}
+        # The checklist's wording: the shipped file's until the store has answered once.
+        self._questions: dict[str, Localized] = dict(shipped_wording())
+        self._questions_read_at: float | None = None
         self.healthy = True  # whether the last call reached the store
 
     async def warm(self) -> None:
@@ -93,10 +97,26 @@ class ResilientKnowledge:
         self._faq_read_at[label] = time.monotonic()
         return entries
 
+    async def questions(self) -> dict[str, Localized]:
+        """The checklist's wording by question id (an admin's edits; the shipped wording of any
+        question the store lacks)."""
+        if self._fresh(self._questions_read_at):
+            return self._questions
+        try:
+            stored = await self.store.list_questions()
+        except StoreError as exc:
+            self._mark_down(exc)
+            return self._questions
+        self._mark_up()
+        self._questions = {**shipped_wording(), **{q.id: q.text for q in stored}}
+        self._questions_read_at = time.monotonic()
+        return self._questions
+
     def forget(self) -> None:
         """After a change to the content in this process: the next calls read the store."""
         self._condition_read_at.clear()
         self._faq_read_at.clear()
+        self._questions_read_at = None
 
     def _fresh(self, read_at: float | None) -> bool:
         return read_at is not None and time.monotonic() - read_at < self.fresh_s

@@ -11,9 +11,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from knowledge.checklist import shipped_questions
 from knowledge.content import CONTENT_DIR, load_clinics_csv, load_conditions
 from knowledge.faq import load_faq
-from knowledge.models import Clinic, Condition, FaqEntry
+from knowledge.models import ChecklistQuestion, Clinic, Condition, FaqEntry
 from knowledge.store.protocol import KnowledgeStore
 from knowledge.store.rules import content_of
 
@@ -33,7 +34,7 @@ class SeedReport:
 
     def summary(self) -> str:
         lines = []
-        for kind in ("condition", "faq", "clinic"):
+        for kind in ("condition", "faq", "clinic", "question"):
             counts = ", ".join(
                 f"{len(getattr(self, name).get(kind, []))} {name}"
                 for name in ("created", "updated", "unchanged", "kept")
@@ -66,6 +67,7 @@ async def seed(
     conditions: Iterable[Condition] | None = None,
     faq: Iterable[FaqEntry] | None = None,
     clinics: Iterable[Clinic] | None = None,
+    questions: Iterable[ChecklistQuestion] | None = None,
 ) -> SeedReport:
     """Write the shipped content into `store`: missing documents, and those an earlier seed wrote
     from older content. A document someone else saved since is kept (listed in `report.kept`).
@@ -74,15 +76,19 @@ async def seed(
     """
     if conditions is None and faq is None and clinics is None:
         conditions, faq, clinics = load_content()
+        questions = shipped_questions() if questions is None else questions
     report = SeedReport()
     stored_conditions = {c.label: c for c in await store.list_conditions()}
     stored_faq = {entry.id: entry for entry in await store.list_faq()}
     stored_clinics = {clinic.id: clinic for clinic in await store.list_clinics()}
+    stored_questions = {question.id: question for question in await store.list_questions()}
     plans = [
         ("condition", conditions or [], "label", stored_conditions, store.save_condition),
         ("faq", faq or [], "id", stored_faq, store.save_faq),
         ("clinic", clinics or [], "id", stored_clinics, store.save_clinic),
     ]
+    if questions is not None:  # callers that pass their own content may leave the wording out
+        plans.append(("question", questions, "id", stored_questions, store.save_question))
     for kind, documents, key_field, stored, save in plans:
         for name in ("created", "updated", "unchanged", "kept"):
             getattr(report, name)[kind] = []

@@ -1,4 +1,5 @@
-"""Versions of care content, FAQ entries and clinics: history, readable diffs and rollback.
+"""Versions of care content, FAQ entries, clinics and checklist wording: history, readable
+diffs and rollback.
 
 Written against the `KnowledgeStore` protocol only, so it works on every adapter. The history
 is the store's audit trail (every save and delete, with the document before and after). A
@@ -19,11 +20,12 @@ from knowledge.models import (
     clinic_from_dict,
     condition_from_dict,
     faq_from_dict,
+    question_from_dict,
 )
 from knowledge.store import KnowledgeStore
 from knowledge.store.rules import MANAGED_FIELDS
 
-KINDS = ("condition", "faq", "clinic")
+KINDS = ("condition", "faq", "clinic", "question")
 _MISSING: Any = object()
 
 
@@ -133,7 +135,7 @@ async def rollback(
     the store holds) or the version of the deletion, the newest history entry. LookupError for a
     version that never existed; ValueError for a version that was a delete (nothing to restore).
     `entry_id` picks one audit entry where `to_version` is ambiguous (see `version_of`).
-    Returns the saved document (Condition, FaqEntry or Clinic).
+    Returns the saved document (Condition, FaqEntry, Clinic or ChecklistQuestion).
     """
     entries = await history(store, kind, key)
     entry = _find(entries, kind, key, to_version, entry_id)
@@ -151,6 +153,10 @@ async def rollback(
     if kind == "faq":
         return await store.save_faq(
             faq_from_dict(entry.after), expected_version, actor, action="rollback"
+        )
+    if kind == "question":
+        return await store.save_question(
+            question_from_dict(entry.after), expected_version, actor, action="rollback"
         )
     return await store.save_clinic(
         clinic_from_dict(entry.after), expected_version, actor, action="rollback"

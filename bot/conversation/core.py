@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from bot.admin_commands import ADMIN_COMMANDS, AdminCommands
 from bot.conversation.answers import Answers
+from bot.conversation.checklist import Checklist
 from bot.conversation.clinics import Clinics
 from bot.conversation.replies import Button, Chatter, Reply
 from bot.conversation.results import PhotoLoader, Results
@@ -62,6 +63,7 @@ class Conversation:
         self.results = Results(store, knowledge, predictor, self.say, intake, quality)
         self.clinics = Clinics(store, knowledge, self.say)
         self.answers = Answers(knowledge, self.say)
+        self.checklist = Checklist(store, knowledge, self.say)
         self.admin = AdminCommands(store, knowledge, self.texts, clock)
 
     @property
@@ -103,7 +105,12 @@ class Conversation:
         """
 
         async def respond(state: UserState) -> list[Reply]:
-            return [await self.results.photo(state, data, photo_ref)]
+            previous = state.last_result
+            answer = await self.results.photo(state, data, photo_ref)
+            if state.last_result is previous:  # no new result: a retake, a refused file
+                return [answer]
+            # Then what a photo cannot show, when questions fit the answer (checklist.py).
+            return [answer, *await self.checklist.offer(state)]
 
         return await self._handle(chatter, respond)
 
@@ -126,7 +133,7 @@ class Conversation:
             result = LastResult.from_dict(state.last_result)
             if action.kind in RESULT_KINDS and action.arg:
                 # A button of an earlier answer (or someone else's) acts on nothing.
-                if result is None or result.id != action.arg:
+                if result is None or result.id != action.result_id:
                     return [self.say.reply("stale_button", state)]
             return [await BUTTONS[action.kind](self, state, action, result, load_photo)]
 
@@ -211,6 +218,11 @@ class Conversation:
     ) -> Reply:
         return await self.results.heatmap(state, result, load_photo)
 
+    async def _checklist_answer(
+        self, state: UserState, action: Action, result: LastResult, *_unused: object
+    ) -> Reply:
+        return await self.checklist.answer(state, result, action)
+
     async def _feedback(
         self, state: UserState, action: Action, result: LastResult, *_unused: object
     ) -> Reply:
@@ -291,4 +303,5 @@ BUTTONS: dict[ActionKind, ButtonHandler] = {
     ActionKind.HEATMAP: Conversation._heatmap,
     ActionKind.FEEDBACK_RIGHT: Conversation._feedback,
     ActionKind.FEEDBACK_WRONG: Conversation._feedback,
+    ActionKind.CHECKLIST: Conversation._checklist_answer,
 }

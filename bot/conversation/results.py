@@ -85,12 +85,12 @@ class Results:
         best = conditions.get(prediction.best.label)
         # 2. The decision: refer when the model's rule says so or the top answer is a cancer;
         # the strong wording only in the "likely" tier.
-        top_is_cancer = best is not None and best.triage == Triage.URGENT
-        urgent = prediction.urgent or top_is_cancer
-        likely = urgent and (prediction.cancer_likely or top_is_cancer)
+        tier = referral_tier(prediction, best.triage if best is not None else None)
+        urgent, likely = bool(tier), tier == "likely"
         cancer = await self._likeliest_cancer(prediction) if urgent else None
         result = LastResult(
             id=uuid.uuid4().hex[:8],
+            record_id=uuid.uuid4().hex,
             label=prediction.best.label,
             top=[{"label": item.label, "prob": round(item.prob, 4)} for item in prediction.top],
             abstain=prediction.abstain,
@@ -101,7 +101,7 @@ class Results:
             at=now_iso(),
             cancer=cancer[0] if cancer else None,
             cancer_prob=round(cancer[1], 4) if cancer else 0.0,
-            cancer_tier=("likely" if likely else "possible") if urgent else "",
+            cancer_tier=tier,
         )
         state.last_result = result.to_dict()
         state.awaiting = Awaiting.NOTHING
@@ -169,15 +169,7 @@ class Results:
     async def _record(self, state: UserState, result: LastResult) -> None:
         """One anonymous record per answered photo, for /stats (retakes and refusals are not
         analyses: the model never answered)."""
-        record = AnalysisRecord(
-            id=uuid.uuid4().hex,
-            at=result.at,
-            label=result.label,
-            abstain=result.abstain,
-            urgent=result.urgent,
-            model_version=result.model,
-            transport=platform_of(state.user_key),
-        )
+        record = analysis_record(state, result)
         try:
             await self.store.record_analysis(record)
         except StoreError as exc:
@@ -249,3 +241,30 @@ class Results:
         result.feedback_given = True
         state.last_result = result.to_dict()  # saved with the state after this turn
         return self.say.reply("feedback_thanks", state, correct=correct)
+
+
+def referral_tier(prediction: Prediction, top_triage: Triage | None) -> str:
+    """ "likely" (see a dermatologist within 2 weeks), "possible" ("a skin cancer can't be ruled
+    out": a routine check) or "" (no referral): the card's referral rule, or a top answer whose
+    care content is urgent (a skin cancer); the strong tier by the card's cancer_likely rule."""
+    top_is_cancer = top_triage == Triage.URGENT
+    if not (prediction.urgent or top_is_cancer):
+        return ""
+    return "likely" if prediction.cancer_likely or top_is_cancer else "possible"
+
+
+def analysis_record(
+    state: UserState, result: LastResult, checklist_rules: list[str] | None = None
+) -> AnalysisRecord:
+    """The anonymous record of an answered photo (no photo, no user key): as answered, and
+    again under the same id with the checklist rules the user's answers fired."""
+    return AnalysisRecord(
+        id=result.record_id or uuid.uuid4().hex,
+        at=result.at,
+        label=result.label,
+        abstain=result.abstain,
+        urgent=result.urgent,
+        model_version=result.model,
+        transport=platform_of(state.user_key),
+        checklist_rules=list(checklist_rules or []),
+    )

@@ -28,6 +28,7 @@ class ActionKind(StrEnum):
     HEATMAP = "gradcam"  # "Where did it look?" of a result
     FEEDBACK_RIGHT = "feedback:yes"  # "Was this right?" answered yes / no
     FEEDBACK_WRONG = "feedback:no"
+    CHECKLIST = "check"  # a checklist answer: arg is "<result id>:<question id>:<answer>"
 
 
 # Kinds that act on one result: their arg is that result's id, and a press on an older
@@ -39,6 +40,7 @@ RESULT_KINDS = frozenset(
         ActionKind.HEATMAP,
         ActionKind.FEEDBACK_RIGHT,
         ActionKind.FEEDBACK_WRONG,
+        ActionKind.CHECKLIST,
     }
 )
 TELEGRAM_CALLBACK_LIMIT = 64  # bytes of callback_data
@@ -54,6 +56,11 @@ class Action:
         if len(data.encode()) > TELEGRAM_CALLBACK_LIMIT:
             raise ValueError(f"button data over Telegram's {TELEGRAM_CALLBACK_LIMIT} bytes")
         return data
+
+    @property
+    def result_id(self) -> str:
+        """The result a result's button belongs to (a checklist answer carries more after it)."""
+        return self.arg.partition(":")[0]
 
     @classmethod
     def parse(cls, data: str) -> Action | None:
@@ -95,6 +102,12 @@ class LastResult:
     cancer_tier: str = ""  # "" in results stored before the tiers: read as "likely"
     # "Was this right?" counts once per result: more presses would skew the feedback statistics.
     feedback_given: bool = False
+    record_id: str = ""  # its anonymous AnalysisRecord's id (written again with the checklist)
+    # The questions a photo cannot answer (bot/conversation/checklist.py): which set was
+    # offered ("pigmented", "rash"), the answers by question id, and the advice they led to.
+    checklist_group: str = ""
+    checklist: dict[str, str] = field(default_factory=dict)
+    checklist_advice: str = ""  # set when the questions are done (knowledge.checklist.Advice)
 
     @property
     def cancer_possible_only(self) -> bool:

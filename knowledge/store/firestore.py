@@ -51,6 +51,7 @@ from knowledge.models import (
     AdminSessionRecord,
     AnalysisRecord,
     AuditEntry,
+    ChecklistQuestion,
     Clinic,
     Condition,
     FaqEntry,
@@ -60,6 +61,7 @@ from knowledge.models import (
     clinic_from_dict,
     condition_from_dict,
     faq_from_dict,
+    question_from_dict,
     to_dict,
 )
 from knowledge.store.protocol import ImportResult, StaleWriteError, StoreError
@@ -76,7 +78,7 @@ from knowledge.store.rules import (
 )
 
 T = TypeVar("T")
-Document = TypeVar("Document", Condition, FaqEntry, Clinic)
+Document = TypeVar("Document", Condition, FaqEntry, Clinic, ChecklistQuestion)
 
 PAGE_SIZE = 300  # documents per query page (lists page by `key`, never by cursor or offset)
 DELETE_PAGE_SIZE = 400  # deletes per batch when forgetting a user
@@ -104,6 +106,7 @@ class _Kind:
 CONDITION = _Kind("condition", "conditions", "label", Condition, condition_from_dict)
 FAQ = _Kind("faq", "faq", "id", FaqEntry, faq_from_dict)
 CLINIC = _Kind("clinic", "clinics", "id", Clinic, clinic_from_dict)
+QUESTION = _Kind("question", "questions", "id", ChecklistQuestion, question_from_dict)
 FEEDBACK, USERS, AUDIT, ANALYSES = "feedback", "users", "audit", "analyses"
 ADMIN_SESSIONS = "admin_sessions"
 OUTBOX, OUTBOX_GUARDS, SEEN_UPDATES = "outbox", "outbox_guards", "seen_updates"
@@ -489,6 +492,21 @@ class FirestoreStore:
 
     async def delete_faq(self, entry_id: str, expected_version: int, actor: str) -> None:
         await self._delete(FAQ, entry_id, expected_version, actor)
+
+    # ---- checklist questions ----------------------------------------------------------------
+
+    async def list_questions(self) -> list[ChecklistQuestion]:
+        return await self._list(QUESTION)
+
+    async def save_question(
+        self,
+        question: ChecklistQuestion,
+        expected_version: int,
+        actor: str,
+        *,
+        action: str | None = None,
+    ) -> ChecklistQuestion:
+        return await self._save(QUESTION, question, expected_version, actor, action)
 
     # ---- clinics --------------------------------------------------------------------------
 

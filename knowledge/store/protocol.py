@@ -15,6 +15,7 @@ from knowledge.models import (
     AdminSessionRecord,
     AnalysisRecord,
     AuditEntry,
+    ChecklistQuestion,
     Clinic,
     Condition,
     FaqEntry,
@@ -67,6 +68,17 @@ class KnowledgeStore(Protocol):
         self, entry: FaqEntry, expected_version: int, actor: str, *, action: str | None = None
     ) -> FaqEntry: ...
     async def delete_faq(self, entry_id: str, expected_version: int, actor: str) -> None: ...
+
+    # The wording of the checklist's questions (knowledge/checklist.py), by id.
+    async def list_questions(self) -> list[ChecklistQuestion]: ...
+    async def save_question(
+        self,
+        question: ChecklistQuestion,
+        expected_version: int,
+        actor: str,
+        *,
+        action: str | None = None,
+    ) -> ChecklistQuestion: ...
 
     # Clinics.
     async def get_clinic(self, clinic_id: str) -> Clinic | None: ...

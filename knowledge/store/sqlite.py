@@ -28,6 +28,7 @@ from knowledge.models import (
     AdminSessionRecord,
     AnalysisRecord,
     AuditEntry,
+    ChecklistQuestion,
     Clinic,
     Condition,
     FaqEntry,
@@ -37,6 +38,7 @@ from knowledge.models import (
     clinic_from_dict,
     condition_from_dict,
     faq_from_dict,
+    question_from_dict,
     to_dict,
 )
 from knowledge.store.protocol import ImportResult, StaleWriteError, StoreError
@@ -55,9 +57,9 @@ from knowledge.store.rules import (
 T = TypeVar("T")
 _SESSION_COLUMNS = ", ".join(field.name for field in dataclasses.fields(AdminSessionRecord))
 log = logging.getLogger(__name__)
-Document = TypeVar("Document", Condition, FaqEntry, Clinic)
+Document = TypeVar("Document", Condition, FaqEntry, Clinic, ChecklistQuestion)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
 MIGRATIONS: list[list[str]] = [
     [
@@ -103,6 +105,11 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE seen_updates (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
         "CREATE INDEX seen_updates_expiry ON seen_updates (expires_at)",
     ],
+    [
+        """CREATE TABLE questions (
+            id TEXT PRIMARY KEY, version INTEGER NOT NULL, updated_by TEXT NOT NULL,
+            updated_at TEXT NOT NULL, doc TEXT NOT NULL)""",
+    ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -118,6 +125,7 @@ class _Kind:
 
 CONDITION = _Kind("condition", "conditions", "label", condition_from_dict, lambda doc: {})
 FAQ = _Kind("faq", "faq", "id", faq_from_dict, lambda doc: {"label": doc.label, "topic": doc.topic})
+QUESTION = _Kind("question", "questions", "id", question_from_dict, lambda doc: {})
 CLINIC = _Kind(
     "clinic",
     "clinics",
@@ -381,6 +389,21 @@ class SqliteStore:
 
     async def delete_faq(self, entry_id: str, expected_version: int, actor: str) -> None:
         await self._delete(FAQ, entry_id, expected_version, actor)
+
+    # ---- checklist questions ----------------------------------------------------------------
+
+    async def list_questions(self) -> list[ChecklistQuestion]:
+        return await self._run(lambda conn: self._list(conn, QUESTION))
+
+    async def save_question(
+        self,
+        question: ChecklistQuestion,
+        expected_version: int,
+        actor: str,
+        *,
+        action: str | None = None,
+    ) -> ChecklistQuestion:
+        return await self._save(QUESTION, question, expected_version, actor, action)
 
     # ---- clinics --------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ the conversation's admin gate and analysis records, and Telegram end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,6 +104,20 @@ async def test_stats_over_the_last_day_and_week(admin):
     assert week.index("Acne: 👍 1 · 👎 1") < week.index("Eczema: 👍 1 · 👎 0")
     assert "Melanoma:" not in week, "feedback older than a week is left out"
     assert "tg-user" not in text and "mosquito" not in text
+
+
+async def test_stats_count_each_checklist_rule_fired(admin, store):
+    fired = [["seven_point", "bleeding"], ["all_clear"], ["seven_point"]]
+    for number, rules in enumerate(fired, start=10):
+        answered = record(number, ago(hours=3), label="melanocytic_nevus", urgent=True)
+        await store.record_analysis(dataclasses.replace(answered, checklist_rules=rules))
+    await store.record_analysis(record(20, ago(days=2)))
+    day = section(await admin.stats("en"), "Last 24 hours")
+    assert (
+        "Checklist rules fired: 7-point score 3+ 2, bleeding 1, all no: cancer tier lifted 1" in day
+    )
+    korean = section(await admin.stats("ko"), "최근 7일")
+    assert "체크리스트 규칙 적용: 7점 체크리스트 3점 이상 2, 출혈 1" in korean
 
 
 async def test_stats_in_korean_and_with_nothing_recorded(admin, tmp_path):
@@ -214,7 +229,7 @@ async def test_a_store_error_while_recording_does_not_lose_the_answer(store, pho
 
     down = RecordsDown(store)
     conversation = Conversation(down, ResilientKnowledge(down), FixedPredictor("acne"))
-    [result] = await conversation.photo(ALICE, photo)
+    result, *_checklist = await conversation.photo(ALICE, photo)  # eczema 10 %: rash questions
     assert "Acne" in result.text and result.buttons
 
 

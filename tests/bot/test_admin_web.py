@@ -98,6 +98,8 @@ def test_password_hashes_verify_only_the_right_password():
         ("GET", "/admin/faq/acne-contagious"),
         ("POST", "/admin/faq/acne-contagious"),
         ("POST", "/admin/faq/acne-contagious/delete"),
+        ("GET", "/admin/checklist"),
+        ("POST", "/admin/checklist/size"),
         ("GET", "/admin/clinics"),
         ("GET", "/admin/clinics/new"),
         ("POST", "/admin/clinics/new"),
@@ -410,3 +412,41 @@ async def test_clinic_edit_and_csv_import_dry_run(admin_client):
         "/admin/clinics/import", data={"csrf": csrf, "csv_text": broken}
     )
     assert response.status == 422 and "bad phone" in await response.text()
+
+
+async def test_checklist_wording_edited_in_both_languages_and_used_by_the_bot(admin_client):
+    csrf = await sign_in(admin_client)
+    page = await (await admin_client.get("/admin/checklist")).text()
+    assert "Has it changed in size" in page and "크기가 변했나요" in page
+    assert "NICE NG12" in page and "seven_point" in page  # the rules are shown, not editable
+    edit = {
+        "csrf": csrf,
+        "expected_version": "1",
+        "text_en": "Bigger lately?",
+        "text_ko": "최근 커졌나요?",
+    }
+    response = await admin_client.post("/admin/checklist/size", data=edit)
+    assert response.status == 200 and "Saved question size" in await response.text()
+    questions = await admin_client.assistant.knowledge.questions()
+    assert questions["size"] == {"en": "Bigger lately?", "ko": "최근 커졌나요?"}
+    # The same form again (version 1) is stale: refused, naming who changed it.
+    stale = await admin_client.post("/admin/checklist/size", data={**edit, "text_en": "Grown?"})
+    assert stale.status == 409 and "Dr. Kim" in await stale.text()
+    # Korean is required; unknown questions do not exist.
+    missing = await admin_client.post(
+        "/admin/checklist/size", data={**edit, "expected_version": "2", "text_ko": " "}
+    )
+    assert missing.status == 422 and "no ko wording" in await missing.text()
+    unknown = await admin_client.post("/admin/checklist/nope", data=edit)
+    assert unknown.status == 404
+    [size] = [q for q in await admin_client.assistant.store.list_questions() if q.id == "size"]
+    assert (size.version, size.text["en"]) == (2, "Bigger lately?")
+    # The shipped wording back, by a rollback to version 1 from the question's history.
+    history = await (await admin_client.get("/admin/history/question/size")).text()
+    assert "Bigger lately?" in history
+    await admin_client.post(
+        "/admin/history/question/size/rollback",
+        data={"csrf": csrf, "to_version": "1", "expected_version": "2"},
+    )
+    questions = await admin_client.assistant.knowledge.questions()
+    assert questions["size"]["en"].startswith("Has it changed in size")

@@ -327,6 +327,9 @@ async def answer_with_buttons(tg, user, photo: bytes) -> tuple[str, dict]:
     while True:
         messages = await replies_after(tg, user, before, count, timeout=60)
         if buttons_of(messages[-1]):
+            # Then the checklist's first question (a cancer tier asks it): wait for it, so that
+            # it is not taken for the reply to what the test sends next.
+            await replies_after(tg, user, before, count + 1, timeout=15)
             return "\n".join(text_of(m) for m in messages), messages[-1]
         count += 1
 

@@ -117,6 +117,7 @@ def contexts(conditions, lang: str) -> dict[str, dict]:
                     "by_transport": [("tg", photos - 1), ("web", 1)] if photos else [],
                     "abstain_rate": "25%" if photos else None,
                     "urgent_rate": "10%" if photos else None,
+                    "checklist": [("seven_point", 2), ("all_clear", 1)] if photos else [],
                     "right": 3 if photos else 0,
                     "wrong": 1 if photos else 0,
                     "feedback": (
@@ -128,6 +129,20 @@ def contexts(conditions, lang: str) -> dict[str, dict]:
         },
         "ask_location": {},
         "care": {"level": "self_care", "urgent": False, "condition": acne},
+        "checklist_question": {
+            "group": "pigmented",
+            "first": True,
+            "number": 1,
+            "total": 8,
+            "question": "크기가 변했나요?" if ko else "Has it changed in size?",
+        },
+        "checklist_outcome": {
+            "change": "raised",
+            "advice": "two_weeks",
+            "fired": ["seven_point", "bleeding"],
+            "score": 4,
+            "group": "pigmented",
+        },
         "clinics": {
             "clinics": [
                 {
@@ -515,3 +530,31 @@ def test_i_cant_tell_lists_the_emergency_signs(texts, conditions, lang):
     }
     text = rendered(texts, conditions, "result", lang, **context)
     assert "119" in text and all(str(escape(sign)) in text for sign in signs)
+
+
+# ---- the checklist's outcome line, every change and rule ---------------------------------------
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize(
+    ("change", "advice", "fired", "says"),
+    [
+        ("raised", "same_day", ["fever_spreading"], {"en": "get care today", "ko": "오늘 진료"}),
+        ("raised", "same_day", ["shingles_eye"], {"en": "near the eye", "ko": "눈 주위"}),
+        ("raised", "two_weeks", ["seven_point"], {"en": "within 2 weeks", "ko": "2주 이내"}),
+        ("raised", "two_weeks", ["bleeding"], {"en": "it bleeds", "ko": "피가 남"}),
+        ("raised", "routine", ["lasting"], {"en": "over 2 weeks", "ko": "2주 넘게"}),
+        ("raised", "routine", ["baby_pregnancy"], {"en": "pregnancy", "ko": "임신"}),
+        ("lowered", "routine", ["all_clear"], {"en": "routine check", "ko": "정기 진료"}),
+        ("unchanged", "routine", [], {"en": "don't change", "ko": "그대로"}),
+        ("", "routine", [], {"en": "No answers", "ko": "답이 없어"}),
+    ],
+)
+def test_checklist_outcome_says_how_the_advice_changed(
+    texts, conditions, lang, change, advice, fired, says
+):
+    text = rendered(
+        texts, conditions, "checklist_outcome", lang, change=change, advice=advice, fired=fired
+    )
+    assert says[lang] in text
+    assert len(text.splitlines()) == 1, "one line"

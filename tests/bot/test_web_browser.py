@@ -140,3 +140,25 @@ async def test_photo_heatmap_question_and_clinics_in_the_browser(
     )
     assert errors == []
     await context.close()
+
+
+async def test_the_checklist_in_the_browser(browser, server_url, dataset_dir: Path):
+    """A photo whose answer is "a skin cancer can't be ruled out" (eczema, melanoma 6 %): the
+    checklist questions one by one as buttons, then the line saying how the advice changed."""
+    words = default_texts()
+    expect = playwright_api.expect
+    page = await browser.new_page(viewport={"width": 480, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(f"{server_url}/?lang=en")
+    await page.set_input_files("#photo-input", dataset_dir / "eczema/dermnet-02358d75ea987d22.jpg")
+    bot = page.locator(".msg.bot:not(.working)")
+    for number in range(1, 9):
+        question = bot.filter(has_text=f"{number}/8").last
+        await expect(question.locator('button[data-action^="check:"]')).to_have_count(4)
+        await question.get_by_role(
+            "button", name=words.word("checklist_no", "en"), exact=True
+        ).click()
+    await expect(bot.last).to_contain_text("Your answers make a skin cancer less likely")
+    assert not errors, errors

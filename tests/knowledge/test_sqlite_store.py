@@ -71,10 +71,11 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_data(tmp_path):
         session = AdminSessionRecord("h" * 64, "Dr. Kim", 1.0, 2.0, 1.0, "fingerprint")
         await store.create_admin_session(session)
         assert await store.get_admin_session(session.id_hash) == session
+        assert await store.list_questions() == []  # version 5's table
     finally:
         await store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()
 
 

@@ -12,10 +12,12 @@ import math
 
 import pytest
 
+from knowledge.checklist import QUESTION_IDS
 from knowledge.geo import geohash_encode, haversine_km
 from knowledge.models import (
     AdminSessionRecord,
     AnalysisRecord,
+    ChecklistQuestion,
     Feedback,
     QueuedReply,
     Triage,
@@ -742,3 +744,41 @@ async def test_purging_forgets_expired_updates_only(store):
     assert await store.purge_updates(now=200.0) == 0
     assert await store.record_update("new", now=250.0, expires_at=400.0) is False
     assert await store.record_update("old", now=250.0, expires_at=400.0) is True
+
+
+# ---- checklist questions and their statistics ----------------------------------------------
+
+
+async def test_question_wording_create_list_update_and_stale(store):
+    assert await store.list_questions() == []
+    size = ChecklistQuestion(id="size", text={"en": "Grown?", "ko": "커졌나요?"})
+    saved = await store.save_question(size, 0, "seed")
+    await store.save_question(
+        ChecklistQuestion(id="bleeding", text={"en": "B", "ko": "ㅂ"}), 0, "x"
+    )
+    assert [q.id for q in await store.list_questions()] == ["bleeding", "size"]
+    changed = dataclasses.replace(saved, text={"en": "Bigger?", "ko": "커졌어요?"})
+    updated = await store.save_question(changed, 1, "alice")
+    assert (updated.version, updated.updated_by) == (2, "alice")
+    assert (await store.list_questions())[1] == updated
+    with pytest.raises(StaleWriteError) as refused:
+        await store.save_question(changed, 1, "bob")
+    assert (refused.value.kind, refused.value.changed_by) == ("question", "alice")
+    assert [e.actor for e in await store.audit_log("question", "size")] == ["seed", "alice"]
+
+
+async def test_an_analysis_recorded_again_is_replaced_with_its_checklist_rules(store):
+    record = AnalysisRecord(
+        "a1", "2026-01-02T00:00:00+00:00", "melanocytic_nevus", False, True, "v", "tg"
+    )
+    await store.record_analysis(record)
+    answered = dataclasses.replace(record, checklist_rules=["seven_point", "bleeding"])
+    await store.record_analysis(answered)
+    assert await store.list_analyses("2026-01-01T00:00:00+00:00") == [answered]
+
+
+async def test_seed_writes_the_shipped_questions_once(store):
+    await seed(store)
+    shipped = {q.id for q in await store.list_questions()}
+    assert shipped == set(QUESTION_IDS)
+    assert not (await seed(store)).changed

@@ -22,7 +22,7 @@ import logging
 from aiohttp import web
 
 from bot.settings import Settings
-from bot.web.admin import clinics, conditions, faq, history, login
+from bot.web.admin import checklist, clinics, conditions, faq, history, login
 from bot.web.admin.auth import LoginThrottle, SessionSigner
 from bot.web.admin.pages import PROXIES, SESSION, SESSIONS, SIGNER, THROTTLE
 from bot.web.admin.sessions import AdminSessions
@@ -63,6 +63,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/faq/{entry_id}", faq.faq_page)
     r.add_post("/faq/{entry_id}", faq.faq_save)
     r.add_post("/faq/{entry_id}/delete", faq.faq_delete)
+    r.add_get("/checklist", checklist.checklist_page)
+    r.add_post("/checklist/{question_id}", checklist.question_save)
     r.add_get("/clinics", clinics.clinic_list)
     r.add_get("/clinics/new", clinics.clinic_new)
     r.add_post("/clinics/new", clinics.clinic_save)

@@ -1,4 +1,5 @@
-"""Every saved version of a condition, FAQ entry or clinic, and rolling back to one."""
+"""Every saved version of a condition, FAQ entry, clinic or checklist question's wording, and
+rolling back to one."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ from aiohttp import web
 
 from bot.web.admin.pages import actor, render, store_of, to_int
 from knowledge.store import StaleWriteError
-from knowledge.versions import diff, history, rollback
-
-KINDS = ("condition", "faq", "clinic")
+from knowledge.versions import KINDS, diff, history, rollback
 
 
 async def history_page(request: web.Request) -> web.Response:
