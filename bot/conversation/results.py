@@ -234,7 +234,10 @@ class Results:
         if result.feedback_given:
             return self.say.reply("feedback_already", state)
         feedback = Feedback(
-            id=uuid.uuid4().hex,
+            # One id per result: two presses sent at once both load the state before either
+            # saves `feedback_given`, so it is the store's write by id (a replace in both
+            # adapters) that keeps them to one record, on any replica.
+            id=f"{state.user_key}.{result.id}",
             user_key=state.user_key,
             label=result.label,
             correct=correct,

@@ -6,6 +6,7 @@ multipart with a `photo`), and the answers are checked against the chat template
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from pathlib import Path
@@ -17,6 +18,7 @@ from bot.app import build_assistant
 from bot.settings import Settings
 from bot.web.app import build_web_app
 from bot.web.chat import SESSION_COOKIE
+from bot.web.keys import ASSISTANT
 from diagnosis.intake import IntakeLimits
 from knowledge.config import StoreConfig
 
@@ -323,3 +325,21 @@ async def test_after_forget_the_old_buttons_are_stale(client, photo):
     assert "That button belongs to an older answer." in stale["text"]
     [stale] = await turn(client, "ko", kind="button", action=actions(result)["clinic"])
     assert "이전 답변의 버튼이에요." in stale["text"]
+
+
+async def test_two_simultaneous_feedback_presses_count_once(client, photo):
+    """A double click sends both presses before either is answered: both turns load the state
+    before either saves it, so "already given" cannot be what stops the second."""
+    result = await photo_result(client, photo)
+    action = actions(result)["feedback"]
+    presses = [
+        client.post("/api/chat", json={"lang": "en", "kind": "button", "action": action})
+        for _ in range(2)
+    ]
+    responses = await asyncio.gather(*presses)
+    assert [response.status for response in responses] == [200, 200]
+    store = client.server.app[ASSISTANT].store
+    assert len(await store.list_feedback()) == 1
+    [again] = await turn(client, kind="button", action=action)
+    assert "already" in again["text"]
+    assert len(await store.list_feedback()) == 1
