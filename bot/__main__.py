@@ -61,6 +61,7 @@ def main() -> int:
             build_web_app(assistant),
             host=settings.web_host,
             port=settings.web_port,
+            keepalive_timeout=settings.web_idle_timeout_s,
             print=None,
         )
     except SettingsError as exc:  # raised while opening the store at start-up

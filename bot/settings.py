@@ -40,6 +40,12 @@ class Settings:
     store: StoreConfig = field(default_factory=StoreConfig)  # SKINCARE_STORE, SKINCARE_DB, ...
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    # A connection that sends no request for this long is closed (a browser reconnects at
+    # once): idle or half-open connections would otherwise each hold a socket and memory.
+    web_idle_timeout_s: float = 15.0
+    # The most a request's body may take to arrive; slower: 408 (a 20 MB photo at 3 Mbit/s
+    # takes about 55 s). Bounds how long a stalled upload holds its part-read body.
+    web_body_timeout_s: float = 90.0
     log_level: str = "INFO"
     flood_max_messages: int = 20  # per user per flood window; more gets one "slow down"
     flood_window_s: float = 60.0
@@ -78,6 +84,12 @@ class Settings:
             store=StoreConfig.from_env(env),
             web_host=reader.text("SKINCARE_WEB_HOST") or defaults.web_host,
             web_port=reader.integer("SKINCARE_WEB_PORT", defaults.web_port, 0, 65535),
+            web_idle_timeout_s=reader.number(
+                "SKINCARE_WEB_IDLE_TIMEOUT_S", defaults.web_idle_timeout_s, 1, 3600
+            ),
+            web_body_timeout_s=reader.number(
+                "SKINCARE_WEB_BODY_TIMEOUT_S", defaults.web_body_timeout_s, 1, 3600
+            ),
             log_level=reader.choice(
                 "SKINCARE_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),

@@ -343,3 +343,32 @@ async def test_two_simultaneous_feedback_presses_count_once(client, photo):
     [again] = await turn(client, kind="button", action=action)
     assert "already" in again["text"]
     assert len(await store.list_feedback()) == 1
+
+
+async def test_a_multipart_body_of_many_small_fields_is_refused_past_the_body_limit(make_client):
+    """Every field is under the per-field limit; together they pass the whole body's."""
+    client = await make_client(intake=IntakeLimits(max_bytes=64 * 1024))
+    form = FormData(default_to_multipart=True)
+    for number in range(40):
+        form.add_field(f"field{number}", "x" * 60_000)
+    response = await client.post("/api/chat", data=form)
+    assert response.status == 413
+    assert "The request body is over the limit of 1,114,112 bytes." in await response.text()
+    # One field larger than any turn needs is refused on its own.
+    huge = FormData(default_to_multipart=True)
+    huge.add_field("text", "x" * 100_000)
+    response = await client.post("/api/chat", data=huge)
+    assert response.status == 413 and "The form field 'text' is over" in await response.text()
+    # So is a JSON turn past a few KB; a normal one still passes.
+    response = await client.post("/api/chat", json={"kind": "text", "text": "x" * 100_000})
+    assert response.status == 413 and "A JSON body is over" in await response.text()
+    await turn(client, kind="command", name="start")
+
+
+async def test_analyse_counts_the_parts_it_skips_against_the_body_limit(make_client):
+    client = await make_client(intake=IntakeLimits(max_bytes=64 * 1024))
+    form = FormData(default_to_multipart=True)
+    for number in range(40):
+        form.add_field(f"field{number}", "x" * 60_000)
+    response = await client.post("/api/analyse", data=form)
+    assert response.status == 413 and "The request body is over" in await response.text()
