@@ -189,7 +189,13 @@ async def analyse(request: web.Request) -> web.Response:
         return web.json_response({"error": "bad_body"}, status=400)
     if data is None:
         return web.json_response({"error": "file_too_large"}, status=413)
-    result = await analyse_photo(data, assistant.predictor, limits, assistant.settings.quality)
+    result = await analyse_photo(
+        data,
+        assistant.predictor,
+        limits,
+        assistant.settings.quality,
+        slots=assistant.decode_slots,
+    )
     return web.json_response(result.to_dict(), status=422 if result.refused else 200)
 
 
