@@ -46,6 +46,9 @@ class Settings:
     # The most a request's body may take to arrive; slower: 408 (a 20 MB photo at 3 Mbit/s
     # takes about 55 s). Bounds how long a stalled upload holds its part-read body.
     web_body_timeout_s: float = 90.0
+    # Request bodies held at once (photos being uploaded or analysed); more wait their turn.
+    # With the decode budget it keeps a replica under 1 GiB (docs/deploy.md, Sizing).
+    upload_budget_bytes: int = 128 * 2**20
     log_level: str = "INFO"
     flood_max_messages: int = 20  # per user per flood window; more gets one "slow down"
     flood_window_s: float = 60.0
@@ -90,6 +93,10 @@ class Settings:
             web_body_timeout_s=reader.number(
                 "SKINCARE_WEB_BODY_TIMEOUT_S", defaults.web_body_timeout_s, 1, 3600
             ),
+            upload_budget_bytes=reader.integer(
+                "SKINCARE_UPLOAD_BUDGET_MB", defaults.upload_budget_bytes // 2**20, 1, 65536
+            )
+            * 2**20,
             log_level=reader.choice(
                 "SKINCARE_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),

@@ -14,7 +14,7 @@ from bot.settings import SettingsError
 from bot.texts import TEMPLATES_DIR
 from bot.web import chat, webhook
 from bot.web.admin.app import build_admin_app
-from bot.web.bodies import max_body_bytes
+from bot.web.bodies import UPLOADS, UploadBudget, hold_upload_memory, max_body_bytes
 from bot.web.keys import ASSISTANT, TELEGRAM, TEMPLATES
 from bot.web.security import add_security_headers
 from knowledge.store import StoreError
@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 
 def build_web_app(assistant: Assistant) -> web.Application:
     settings = assistant.settings
-    app = web.Application(client_max_size=max_body_bytes(settings.intake))
+    app = web.Application(
+        client_max_size=max_body_bytes(settings.intake), middlewares=[hold_upload_memory]
+    )
+    app[UPLOADS] = UploadBudget(settings.upload_budget_bytes)
     app[ASSISTANT] = assistant
     app[TEMPLATES] = template_environment()
     app.router.add_get("/healthz", healthz)

@@ -17,6 +17,7 @@ from aiohttp import FormData
 from bot.app import build_assistant
 from bot.settings import Settings
 from bot.web.app import build_web_app
+from bot.web.bodies import UploadBudget
 from bot.web.chat import SESSION_COOKIE
 from bot.web.keys import ASSISTANT
 from diagnosis.intake import IntakeLimits
@@ -372,3 +373,27 @@ async def test_analyse_counts_the_parts_it_skips_against_the_body_limit(make_cli
         form.add_field(f"field{number}", "x" * 60_000)
     response = await client.post("/api/analyse", data=form)
     assert response.status == 413 and "The request body is over" in await response.text()
+
+
+async def test_the_upload_budget_lets_bodies_in_only_while_there_is_room():
+    budget = UploadBudget(total_bytes=100)
+    held, most = 0, 0
+
+    async def upload(size: int) -> None:
+        nonlocal held, most
+        async with budget.held(size):
+            held += min(size, 100)
+            most = max(most, held)
+            await asyncio.sleep(0.01)
+            held -= min(size, 100)
+
+    # Three of 40 fit two at a time; one over the whole budget goes alone, then the rest.
+    await asyncio.gather(upload(40), upload(40), upload(40), upload(500), upload(10))
+    assert most <= 100 and budget.used == 0
+
+
+async def test_photos_pass_the_upload_budget_one_at_a_time(make_client, photo):
+    """A budget smaller than any photo: each upload waits for the one before, none is lost."""
+    client = await make_client(upload_budget_bytes=1)
+    results = await asyncio.gather(*(photo_result(client, photo) for _ in range(3)))
+    assert all("This is not a diagnosis" in result["text"] for result in results)
