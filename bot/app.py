@@ -8,11 +8,12 @@ runs offline on the bundled model, or says plainly that no trained model is inst
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.conversation import Conversation, FloodLimit
 from bot.settings import Settings, SettingsError
 from diagnosis.bundle import BundleError
+from diagnosis.intake import DecodeSlots
 from diagnosis.serving import Predictor
 from diagnosis.serving import load_predictor as serving_predictor
 from knowledge.resilient import ResilientKnowledge
@@ -29,6 +30,11 @@ class Assistant:
     store: KnowledgeStore | None = None  # opened by `open_knowledge` when the server starts
     knowledge: ResilientKnowledge | None = None  # what the conversation reads content through
     conversation: Conversation | None = None  # ready once the knowledge is open
+    # Photos decoded at once, every transport together (the memory budget, diagnosis/intake.py).
+    decode_slots: DecodeSlots = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decode_slots = DecodeSlots(self.settings.intake)
 
     @property
     def model_version(self) -> str | None:
@@ -49,6 +55,7 @@ class Assistant:
             self.knowledge,
             self.predictor,
             intake=self.settings.intake,
+            decode_slots=self.decode_slots,
             quality=self.settings.quality,
             flood=FloodLimit(self.settings.flood_max_messages, self.settings.flood_window_s),
         )

@@ -45,6 +45,15 @@ class Settings:
     web_port: int = 8080
     # Peers whose X-Forwarded-For is believed (a load balancer); none: the header is ignored.
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    # A connection that sends no request for this long is closed (a browser reconnects at
+    # once): idle or half-open connections would otherwise each hold a socket and memory.
+    web_idle_timeout_s: float = 15.0
+    # The most a request's body may take to arrive; slower: 408 (a 20 MB photo at 3 Mbit/s
+    # takes about 55 s). Bounds how long a stalled upload holds its part-read body.
+    web_body_timeout_s: float = 90.0
+    # Request bodies held at once (photos being uploaded or analysed); more wait their turn.
+    # With the decode budget it keeps a replica under 1 GiB (docs/deploy.md, Sizing).
+    upload_budget_bytes: int = 128 * 2**20
     log_level: str = "INFO"
     flood_max_messages: int = 20  # per user per flood window; more gets one "slow down"
     flood_window_s: float = 60.0
@@ -88,6 +97,16 @@ class Settings:
             web_host=reader.text("SKINCARE_WEB_HOST") or defaults.web_host,
             web_port=reader.integer("SKINCARE_WEB_PORT", defaults.web_port, 0, 65535),
             trusted_proxies=reader.networks("SKINCARE_TRUSTED_PROXIES"),
+            web_idle_timeout_s=reader.number(
+                "SKINCARE_WEB_IDLE_TIMEOUT_S", defaults.web_idle_timeout_s, 1, 3600
+            ),
+            web_body_timeout_s=reader.number(
+                "SKINCARE_WEB_BODY_TIMEOUT_S", defaults.web_body_timeout_s, 1, 3600
+            ),
+            upload_budget_bytes=reader.integer(
+                "SKINCARE_UPLOAD_BUDGET_MB", defaults.upload_budget_bytes // 2**20, 1, 65536
+            )
+            * 2**20,
             log_level=reader.choice(
                 "SKINCARE_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),

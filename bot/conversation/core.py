@@ -24,7 +24,7 @@ from bot.conversation.results import PhotoLoader, Results
 from bot.conversation.state import RESULT_KINDS, Action, ActionKind, Awaiting, LastResult
 from bot.conversation.views import Speaker
 from bot.texts import Texts, default_texts, language_for
-from diagnosis.intake import IntakeLimits
+from diagnosis.intake import DecodeSlots, IntakeLimits
 from diagnosis.quality import QualityThresholds
 from diagnosis.serving import Predictor
 from knowledge.models import LANGUAGES, UserState
@@ -54,13 +54,22 @@ class Conversation:
         flood: FloodLimit = FloodLimit(),
         texts: Texts | None = None,
         clock: Callable[[], float] = time.time,
+        decode_slots: DecodeSlots | None = None,
     ):
         self.store = store
         self.flood = flood
         self.texts = texts or default_texts()
         self.clock = clock
         self.say = Speaker(self.texts)
-        self.results = Results(store, knowledge, predictor, self.say, intake, quality)
+        self.results = Results(
+            store,
+            knowledge,
+            predictor,
+            self.say,
+            intake,
+            quality,
+            decode_slots or DecodeSlots(intake),
+        )
         self.clinics = Clinics(store, knowledge, self.say)
         self.answers = Answers(knowledge, self.say)
         self.checklist = Checklist(store, knowledge, self.say)

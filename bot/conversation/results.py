@@ -20,7 +20,7 @@ from bot.conversation.views import (
     triage_level,
 )
 from diagnosis.analysis import analyse_photo, explain_photo
-from diagnosis.intake import ImageRejected, IntakeLimits
+from diagnosis.intake import DecodeSlots, ImageRejected, IntakeLimits
 from diagnosis.quality import QualityThresholds
 from diagnosis.serving import Prediction, Predictor
 from knowledge.models import AnalysisRecord, Feedback, Triage, UserState
@@ -46,6 +46,7 @@ class Results:
         speaker: Speaker,
         intake: IntakeLimits,
         quality: QualityThresholds,
+        decode_slots: DecodeSlots,
     ):
         self.store = store
         self.knowledge = knowledge
@@ -53,11 +54,14 @@ class Results:
         self.say = speaker
         self.intake = intake
         self.quality = quality
+        self.decode_slots = decode_slots
 
     async def photo(self, state: UserState, data: bytes, photo_ref: str | None) -> Reply:
         if self.predictor is None:
             return self.say.reply("no_model", state)
-        analysis = await analyse_photo(data, self.predictor, self.intake, self.quality)
+        analysis = await analyse_photo(
+            data, self.predictor, self.intake, self.quality, slots=self.decode_slots
+        )
         if analysis.rejected is not None:
             return self.rejected(state, str(analysis.rejected.reason))
         if analysis.prediction is None:
@@ -212,7 +216,9 @@ class Results:
         if not data or self.predictor is None:
             return self.say.reply("heatmap_unavailable", state)
         try:
-            png = await explain_photo(data, self.predictor, result.label, self.intake)
+            png = await explain_photo(
+                data, self.predictor, result.label, self.intake, self.decode_slots
+            )
         except ImageRejected:
             return self.say.reply("heatmap_unavailable", state)
         condition = await self.knowledge.condition(result.label)
@@ -226,7 +232,10 @@ class Results:
         if result.feedback_given:
             return self.say.reply("feedback_already", state)
         feedback = Feedback(
-            id=uuid.uuid4().hex,
+            # One id per result: two presses sent at once both load the state before either
+            # saves `feedback_given`, so it is the store's write by id (a replace in both
+            # adapters) that keeps them to one record, on any replica.
+            id=f"{state.user_key}.{result.id}",
             user_key=state.user_key,
             label=result.label,
             correct=correct,

@@ -14,6 +14,7 @@ from bot.settings import SettingsError
 from bot.texts import TEMPLATES_DIR
 from bot.web import chat, webhook
 from bot.web.admin.app import build_admin_app
+from bot.web.bodies import UPLOADS, UploadBudget, hold_upload_memory, max_body_bytes
 from bot.web.keys import ASSISTANT, TELEGRAM, TEMPLATES
 from bot.web.security import add_security_headers
 from knowledge.store import StoreError
@@ -23,9 +24,10 @@ log = logging.getLogger(__name__)
 
 def build_web_app(assistant: Assistant) -> web.Application:
     settings = assistant.settings
-    # The body limit sits a little above the photo limit so that an over-size photo gets our own
-    # "file too large" answer instead of aiohttp's bare 413.
-    app = web.Application(client_max_size=settings.intake.max_bytes + (1 << 20))
+    app = web.Application(
+        client_max_size=max_body_bytes(settings.intake), middlewares=[hold_upload_memory]
+    )
+    app[UPLOADS] = UploadBudget(settings.upload_budget_bytes)
     app[ASSISTANT] = assistant
     app[TEMPLATES] = template_environment()
     app.router.add_get("/healthz", healthz)

@@ -11,12 +11,13 @@ import json
 import math
 import re
 import secrets
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from bot.conversation import Chatter, Reply, user_key
 from bot.texts import default_texts
-from bot.web.bodies import MALFORMED
+from bot.web.bodies import MALFORMED, body_deadline, check_body_size, small_field, small_json
 from bot.web.keys import ASSISTANT, TEMPLATES
 from bot.web.security import csp_nonce
 from diagnosis.analysis import analyse_photo
@@ -107,7 +108,8 @@ async def chat(request: web.Request) -> web.Response:
         _session(request, response)
         return response
     try:
-        fields, photo = await _read_chat_request(request, assistant.settings.intake)
+        async with body_deadline(request):
+            fields, photo = await _read_chat_request(request, assistant.settings.intake)
     except MALFORMED:
         return web.json_response({"error": "bad_body"}, status=400)
     secret = assistant.settings.user_key_secret
@@ -155,7 +157,7 @@ async def _read_chat_request(
     """The request's fields and its photo (None: none sent, or over the size limit)."""
     if not request.content_type.startswith("multipart/"):
         try:
-            fields = await request.json()
+            fields = await small_json(request)
         except (json.JSONDecodeError, UnicodeDecodeError, LookupError):
             fields = {}
         return (fields if isinstance(fields, dict) else {}), None
@@ -169,7 +171,8 @@ async def _read_chat_request(
                 fields.setdefault("kind", "photo")
                 return fields, None
         elif part.name:
-            fields[part.name] = (await part.text())[:4096]
+            fields[part.name] = (await small_field(part))[:4096]
+        check_body_size(request)
     return fields, photo
 
 
@@ -180,23 +183,44 @@ async def analyse(request: web.Request) -> web.Response:
         return web.json_response({"error": "no_model"}, status=503)
     limits = assistant.settings.intake
     try:
-        data = await _read_photo(request, limits)
+        async with body_deadline(request):
+            data = await _read_photo(request, limits)
     except MALFORMED:
         return web.json_response({"error": "bad_body"}, status=400)
     if data is None:
         return web.json_response({"error": "file_too_large"}, status=413)
-    result = await analyse_photo(data, assistant.predictor, limits, assistant.settings.quality)
+    result = await analyse_photo(
+        data,
+        assistant.predictor,
+        limits,
+        assistant.settings.quality,
+        slots=assistant.decode_slots,
+    )
     return web.json_response(result.to_dict(), status=422 if result.refused else 200)
 
 
 async def _read_part(part, limits: IntakeLimits) -> bytes | None:
     """A multipart field's bytes, or None once they are too large (read no further)."""
-    data = bytearray()
-    while chunk := await part.read_chunk(1 << 16):
-        data.extend(chunk)
-        if not limits.fits(len(data)):
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while chunk := await part.read_chunk(1 << 16):
+            yield chunk
+
+    return await _read_limited(chunks(), limits)
+
+
+async def _read_limited(chunks: AsyncIterator[bytes], limits: IntakeLimits) -> bytes | None:
+    """The chunks joined, or None once they are too large (read no further). Joined once at the
+    end: a growing bytearray and its bytes() copy held up to three copies of a photo at once
+    (a dozen 12 MB uploads arriving together: about 450 MB), a list and its join two."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if not limits.fits(size):
             return None
-    return bytes(data)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 async def _read_photo(request: web.Request, limits: IntakeLimits) -> bytes | None:
@@ -206,10 +230,6 @@ async def _read_photo(request: web.Request, limits: IntakeLimits) -> bytes | Non
         async for part in reader:
             if part.name == "photo":
                 return await _read_part(part, limits)
+            check_body_size(request)  # the parts skipped are read too, to the void
         return b""
-    data = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 16):
-        data.extend(chunk)
-        if not limits.fits(len(data)):
-            return None
-    return bytes(data)
+    return await _read_limited(request.content.iter_chunked(1 << 16), limits)

@@ -5,6 +5,8 @@ In numpy and Pillow, so that every back-end (and training's evaluation) sees the
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PIL import Image
 
@@ -16,6 +18,13 @@ _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+
+def resize_side(card: ModelCard) -> int:
+    """The short side a photo is resized to before the centre crop (224 / 0.875: 256 px): a
+    photo decoded smaller than this would be upscaled, one decoded larger only resized down."""
+    _, height, width = card.input_size
+    return math.ceil(max(height, width) / card.crop_pct)
 
 
 def preprocess_array(image: Image.Image, card: ModelCard) -> np.ndarray:

@@ -378,6 +378,42 @@ async def test_faq_create_search_edit_delete(admin_client):
     assert all(e.id != "acne-pillowcase" for e in await admin_client.assistant.store.list_faq())
 
 
+async def test_faq_preview_and_refusal_of_an_answer_telegram_would_refuse(admin_client):
+    csrf = await sign_in(admin_client)
+    data = {
+        "csrf": csrf,
+        "expected_version": "0",
+        "id": "acne-towels",
+        "label": "acne",
+        "topic": "washing",
+        "questions_en": "Should I share towels?\nis sharing a towel bad for acne",
+        "questions_ko": "수건 같이 써도 되나요?\n수건 공유하면 여드름에 안 좋아요?",
+        "answer_en": "Use your own towel & wash it often: <b> is shown as typed.",
+        "answer_ko": "수건은 따로 쓰고 자주 빨아 주세요.",
+        "action": "preview",
+    }
+    preview = await admin_client.post("/admin/faq/new", data=data)
+    text = await preview.text()
+    assert preview.status == 200 and "Saved as" not in text
+    english = text.split('data-preview="answer-en"')[1].split("</div>")[0]
+    # The reply as the bot sends it: the condition's name, the answer escaped for Telegram.
+    assert "<b>Acne</b>" in english and "&amp; wash it often: &lt;b&gt; is shown" in english
+    assert "수건은 따로 쓰고" in text.split('data-preview="answer-ko"')[1]
+    assert all(e.id != "acne-towels" for e in await admin_client.assistant.store.list_faq())
+
+    # One message per answer: longer than Telegram takes is refused, in the preview and the save.
+    too_long = dict(data, answer_ko="수건 " * 2100)
+    for action in ("preview", "save"):
+        response = await admin_client.post("/admin/faq/new", data=dict(too_long, action=action))
+        text = await response.text()
+        assert response.status == 422 and "Not saved" in text
+        assert "the ko answer:" in text and "over the limit of 4096" in text
+    assert all(e.id != "acne-towels" for e in await admin_client.assistant.store.list_faq())
+
+    saved = await admin_client.post("/admin/faq/new", data=dict(data, action="save"))
+    assert saved.status == 200 and "Saved as version 1" in await saved.text()
+
+
 async def test_clinic_edit_and_csv_import_dry_run(admin_client):
     csrf = await sign_in(admin_client)
     [clinic] = [c for c in await admin_client.assistant.store.list_clinics()][:1]

@@ -136,3 +136,45 @@ async def test_without_a_model_the_page_says_so(aiohttp_client_factory, tmp_path
     assert "No trained model is installed" in page
     reply = await client.post("/api/analyse", data=b"\xff\xd8")
     assert reply.status == 503
+
+
+def closed_by_server(sock: socket.socket, wait_s: float) -> bytes | None:
+    """What the server sent before closing the connection; None if it was still open after
+    `wait_s` (generous: this checks that it is closed at all, not how fast)."""
+    sock.settimeout(wait_s)
+    received = b""
+    try:
+        while chunk := sock.recv(4096):
+            received += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_idle_and_stalled_connections_are_closed(start_bot, tiny_bundle):
+    port, process = start_bot(
+        SKINCARE_MODEL=str(tiny_bundle),
+        SKINCARE_WEB_IDLE_TIMEOUT_S="1",
+        SKINCARE_WEB_BODY_TIMEOUT_S="1",
+    )
+    wait_for_health(port, process)
+    # A client that connects and says nothing, one that stops half-way through its headers, and
+    # one that stops half-way through its body: none may hold its connection for ever.
+    silent = socket.create_connection(("127.0.0.1", port))
+    half_headers = socket.create_connection(("127.0.0.1", port))
+    half_headers.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    half_body = socket.create_connection(("127.0.0.1", port))
+    half_body.sendall(
+        b"POST /api/chat HTTP/1.1\r\nHost: x\r\nCookie: skincare_session=" + b"a" * 32 + b"\r\n"
+        b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"kind": '
+    )
+    with silent, half_headers, half_body:
+        assert closed_by_server(silent, 30) == b""
+        assert closed_by_server(half_headers, 30) == b""
+        answer = closed_by_server(half_body, 30)
+        assert answer is not None and answer.startswith(b"HTTP/1.1 408 ")
+        assert b"did not arrive within 1 s" in answer
+    # The server itself is fine.
+    assert wait_for_health(port, process)["status"] == "ok"

@@ -6,6 +6,7 @@ multipart with a `photo`), and the answers are checked against the chat template
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from pathlib import Path
@@ -16,7 +17,9 @@ from aiohttp import FormData
 from bot.app import build_assistant
 from bot.settings import Settings
 from bot.web.app import build_web_app
+from bot.web.bodies import UploadBudget
 from bot.web.chat import SESSION_COOKIE
+from bot.web.keys import ASSISTANT
 from diagnosis.intake import IntakeLimits
 from knowledge.config import StoreConfig
 
@@ -323,3 +326,74 @@ async def test_after_forget_the_old_buttons_are_stale(client, photo):
     assert "That button belongs to an older answer." in stale["text"]
     [stale] = await turn(client, "ko", kind="button", action=actions(result)["clinic"])
     assert "이전 답변의 버튼이에요." in stale["text"]
+
+
+async def test_two_simultaneous_feedback_presses_count_once(client, photo):
+    """A double click sends both presses before either is answered: both turns load the state
+    before either saves it, so "already given" cannot be what stops the second."""
+    result = await photo_result(client, photo)
+    action = actions(result)["feedback"]
+    presses = [
+        client.post("/api/chat", json={"lang": "en", "kind": "button", "action": action})
+        for _ in range(2)
+    ]
+    responses = await asyncio.gather(*presses)
+    assert [response.status for response in responses] == [200, 200]
+    store = client.server.app[ASSISTANT].store
+    assert len(await store.list_feedback()) == 1
+    [again] = await turn(client, kind="button", action=action)
+    assert "already" in again["text"]
+    assert len(await store.list_feedback()) == 1
+
+
+async def test_a_multipart_body_of_many_small_fields_is_refused_past_the_body_limit(make_client):
+    """Every field is under the per-field limit; together they pass the whole body's."""
+    client = await make_client(intake=IntakeLimits(max_bytes=64 * 1024))
+    form = FormData(default_to_multipart=True)
+    for number in range(40):
+        form.add_field(f"field{number}", "x" * 60_000)
+    response = await client.post("/api/chat", data=form)
+    assert response.status == 413
+    assert "The request body is over the limit of 1,114,112 bytes." in await response.text()
+    # One field larger than any turn needs is refused on its own.
+    huge = FormData(default_to_multipart=True)
+    huge.add_field("text", "x" * 100_000)
+    response = await client.post("/api/chat", data=huge)
+    assert response.status == 413 and "The form field 'text' is over" in await response.text()
+    # So is a JSON turn past a few KB; a normal one still passes.
+    response = await client.post("/api/chat", json={"kind": "text", "text": "x" * 100_000})
+    assert response.status == 413 and "A JSON body is over" in await response.text()
+    await turn(client, kind="command", name="start")
+
+
+async def test_analyse_counts_the_parts_it_skips_against_the_body_limit(make_client):
+    client = await make_client(intake=IntakeLimits(max_bytes=64 * 1024))
+    form = FormData(default_to_multipart=True)
+    for number in range(40):
+        form.add_field(f"field{number}", "x" * 60_000)
+    response = await client.post("/api/analyse", data=form)
+    assert response.status == 413 and "The request body is over" in await response.text()
+
+
+async def test_the_upload_budget_lets_bodies_in_only_while_there_is_room():
+    budget = UploadBudget(total_bytes=100)
+    held, most = 0, 0
+
+    async def upload(size: int) -> None:
+        nonlocal held, most
+        async with budget.held(size):
+            held += min(size, 100)
+            most = max(most, held)
+            await asyncio.sleep(0.01)
+            held -= min(size, 100)
+
+    # Three of 40 fit two at a time; one over the whole budget goes alone, then the rest.
+    await asyncio.gather(upload(40), upload(40), upload(40), upload(500), upload(10))
+    assert most <= 100 and budget.used == 0
+
+
+async def test_photos_pass_the_upload_budget_one_at_a_time(make_client, photo):
+    """A budget smaller than any photo: each upload waits for the one before, none is lost."""
+    client = await make_client(upload_budget_bytes=1)
+    results = await asyncio.gather(*(photo_result(client, photo) for _ in range(3)))
+    assert all("This is not a diagnosis" in result["text"] for result in results)

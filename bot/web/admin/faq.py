@@ -6,10 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.conversation.views import condition_name
+from bot.texts import default_texts, telegram_problems
 from bot.web.admin.pages import actor, conflict_of, edit_page, matches, render, store_of, to_int
 from knowledge.content import CONTENT_LABELS
 from knowledge.faq import validate_faq
-from knowledge.models import LANGUAGES, FaqEntry
+from knowledge.models import LANGUAGES, Condition, FaqEntry
 from knowledge.store import StaleWriteError
 
 
@@ -59,6 +61,31 @@ async def _find_faq(request: web.Request, entry_id: str) -> FaqEntry:
     raise web.HTTPNotFound(text=f"No FAQ entry {entry_id!r}.")
 
 
+def render_faq_preview(
+    entry: FaqEntry, condition: Condition | None
+) -> tuple[dict[str, str], list[str]]:
+    """The reply a user would get for this entry in each language (asked after a photo of its
+    condition), and why Telegram would refuse it. An answer is sent as one message: one that
+    needs several is refused here, where the admin can shorten it, not split mid-thought."""
+    texts = default_texts()
+    rendered: dict[str, str] = {}
+    problems: list[str] = []
+    for lang in LANGUAGES:
+        try:
+            rendered[lang] = texts.render(
+                "faq_answer",
+                lang,
+                answer=entry.answer.get(lang, ""),
+                about=condition_name(entry.label, condition, lang) if entry.label else None,
+                scoped=entry.label is not None,
+            )
+        except Exception as error:  # noqa: BLE001 - any template failure blocks the save
+            problems.append(f"the {lang} answer does not render: {error}")
+            continue
+        problems += [f"the {lang} answer: {p}" for p in telegram_problems(rendered[lang])]
+    return rendered, problems
+
+
 async def faq_save(request: web.Request) -> web.Response:
     form = await request.post()
     entry_id = request.match_info.get("entry_id") or str(form.get("id", "")).strip()
@@ -67,9 +94,14 @@ async def faq_save(request: web.Request) -> web.Response:
     problems = validate_faq([entry], CONTENT_LABELS)
     if not entry.topic:
         problems.append("topic: empty")
-    if problems:
-        return _faq_form(request, entry, expected, problems, status=422)
     store = store_of(request)
+    condition = await store.get_condition(entry.label) if entry.label else None
+    preview, reply_problems = render_faq_preview(entry, condition)
+    problems += reply_problems
+    if problems or form.get("action") == "preview":
+        return _faq_form(
+            request, entry, expected, problems, preview=preview, status=422 if problems else 200
+        )
     try:
         saved = await store.save_faq(entry, expected, actor(request))
     except StaleWriteError as stale:
@@ -78,7 +110,7 @@ async def faq_save(request: web.Request) -> web.Response:
         if expected == 0:
             conflict["exists"] = True
         return _faq_form(request, entry, stale.actual, conflict=conflict, status=409)
-    return _faq_form(request, saved, saved.version, saved=True)
+    return _faq_form(request, saved, saved.version, saved=True, preview=preview)
 
 
 async def faq_delete(request: web.Request) -> web.Response:
