@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("--seed", int, "random seed"),
         ("--workers", int, "data loading processes"),
         ("--max-minutes", float, "stop starting epochs after this long; 0: no time budget"),
+        ("--views", int, "cached-tail: augmented views cached per training photo"),
+        ("--tail-from", int, "cached-tail: first block fine-tuned (earlier ones frozen)"),
+        ("--extra-per-label", int, "cached-tail: most photos per label from each --extra folder"),
     ):
         default = getattr(TRAIN_DEFAULTS, flag[2:].replace("-", "_"))
         train.add_argument(flag, type=kind, help=f"{what} (default {default})")
@@ -93,6 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"augmentation recipe (default {TRAIN_DEFAULTS.augment})",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    train.add_argument(
+        "--recipe",
+        choices=("full", "cached-tail"),
+        help="full: every layer from ImageNet weights; cached-tail: fine-tune the last stages of "
+        "--start-bundle on cached activations, a CPU's recipe "
+        f"(default {TRAIN_DEFAULTS.recipe})",
+    )
+    train.add_argument(
+        "--start-bundle", type=Path, help="cached-tail: the bundle to start from (default bundled)"
+    )
+    train.add_argument(
+        "--extra",
+        type=Path,
+        action="append",
+        dest="extra_data",
+        metavar="DIR",
+        help="cached-tail: another photo folder for the training side only (repeatable)",
+    )
+    train.add_argument(
+        "--cache-dir", type=Path, help="cached-tail: activations (default OUT/cache)"
+    )
     evaluate = commands.add_parser("evaluate", help="figures of a bundle on a photo folder")
     evaluate.add_argument(
         "--bundle",
@@ -212,7 +236,17 @@ def train_command(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         **{k: v for k, v in options.items() if k not in ("data_dir", "out_dir")},
     )
-    result = train(config)
+    if config.recipe == "cached-tail":
+        from diagnosis.training.cached_tail import train_cached_tail
+
+        config.extra_data = tuple(config.extra_data)
+        try:
+            result = train_cached_tail(config)
+        except (BundleError, ValueError, FileNotFoundError) as exc:
+            print(f"Cannot train: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        result = train(config)
     metrics = result.test_metrics
     print(
         f"bundle: {result.bundle_dir} (best epoch {result.best_epoch}, "

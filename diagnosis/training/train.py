@@ -399,6 +399,42 @@ def train(config: TrainConfig) -> TrainResult:
     model.load_state_dict(best_state)
     model.to(torch.float32)
     val_logits, val_targets = predict_logits(model, val_loader, device, config.progress, "val")
+    training_data = {
+        "dataset": "skin-photos (shared/datasets/skin-photos): DermNet clinical photos and ISIC "
+        "dermoscopic images",
+        "photos": {name: len(split[name]) for name in split},
+        "initialisation": init_note,
+        "teacher": Path(config.teacher).name if config.teacher else None,
+    }
+    return finish_bundle(
+        model, card, val_logits, val_targets, config, training_data, best_epoch, best_f1, history
+    )
+
+
+def _json_value(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):  # e.g. the extra photo folders
+        return [_json_value(v) for v in value]
+    return value
+
+
+def finish_bundle(
+    model: torch.nn.Module,
+    card: ModelCard,
+    val_logits: np.ndarray,
+    val_targets: np.ndarray,
+    config: TrainConfig,
+    training_data: dict,
+    best_epoch: int,
+    best_f1: float,
+    history: list[dict],
+) -> TrainResult:
+    """Calibrate on val, write the bundle (weights, card, ONNX) and measure it on test.
+
+    Every recipe ends here, so that every bundle is calibrated, exported and measured alike."""
+    out_dir = Path(config.out_dir)
+    labels = card.labels
     card.temperature = fit_temperature(val_logits, val_targets)
     val_probs = softmax(val_logits, card.temperature)
     other_index = labels.index(card.other_label) if card.other_label else None
@@ -411,20 +447,16 @@ def train(config: TrainConfig) -> TrainResult:
     )
 
     card.training_data = {
-        "dataset": "skin-photos (shared/datasets/skin-photos): DermNet clinical photos and ISIC "
-        "dermoscopic images",
         "terms": "DermNet images: non-commercial use only (dermnetnz.org). ISIC archive images: "
         "see the ISIC archive's terms. This model inherits those limits.",
-        "photos": {name: len(split[name]) for name in split},
         "split": f"{SPLIT_FILE}: 8/1/1, stratified by label, near-duplicate groups on one side, "
         f"seed {config.seed}",
-        "initialisation": init_note,
+        **training_data,
         "best_epoch": best_epoch,
-        "teacher": Path(config.teacher).name if config.teacher else None,
         "config": {
-            k: (str(v) if isinstance(v, Path) else v)
+            k: _json_value(v)
             for k, v in asdict(config).items()
-            if k not in ("data_dir", "out_dir", "progress")
+            if k not in ("data_dir", "out_dir", "progress", "cache_dir")
         },
     }
     card.notes = (
@@ -442,7 +474,7 @@ def train(config: TrainConfig) -> TrainResult:
         "test",
         progress=config.progress,
         workers=config.workers,
-        device=str(device),
+        device=str(pick_device(config.device)),
     ).metrics
     card.metrics = {
         "split": "test",
@@ -451,5 +483,5 @@ def train(config: TrainConfig) -> TrainResult:
     }
     write_card(card, out_dir)
     (out_dir / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
-    checkpoint_path.unlink(missing_ok=True)
+    (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     return TrainResult(out_dir, best_epoch, best_f1, test_metrics, history)

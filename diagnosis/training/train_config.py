@@ -43,3 +43,13 @@ class TrainConfig:
     max_minutes: float | None = 32.0  # stop starting epochs after this long, then finish
     augment: str = "light"  # diagnosis.training.data.AUGMENTATIONS: "standard" or "light"
     progress: bool = True
+    # "full" trains every layer from ImageNet weights; "cached-tail" (diagnosis/training/
+    # cached_tail.py) fine-tunes the last stages of `start_bundle` on cached activations, with
+    # that bundle's input size and split.
+    recipe: str = "full"
+    start_bundle: Path | None = None  # cached-tail: default the bundled model
+    tail_from: int = 5  # cached-tail: blocks from this index on (and the head) are trained
+    views: int = 4  # cached-tail: augmented views of each training photo, cached once
+    extra_data: tuple[Path, ...] = ()  # cached-tail: more photo folders, training side only
+    extra_per_label: int = 200  # cached-tail: at most this many photos per label per extra folder
+    cache_dir: Path | None = None  # cached-tail: default OUT/cache
