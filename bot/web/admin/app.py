@@ -91,15 +91,16 @@ async def require_admin(request: web.Request, handler):
         # Parsed here, once, for every route: a malformed body is a 400 before any handler runs,
         # and the handlers' own `request.post()` get aiohttp's cached result.
         form = await form_of(request)
-    if request.match_info.handler in OPEN_HANDLERS:
-        return await handler(request)
     try:
+        if request.match_info.handler in OPEN_HANDLERS:
+            return await handler(request)
         session = await request.app[SESSIONS].read(
             assistant.store, request.cookies.get(login.SESSION_COOKIE)
         )
     except StoreError as error:
-        # Without the store no session can be checked: refuse, and say it is temporary.
-        log.error("admin: cannot check the session, the store is unreachable: %s", error)
+        # Without the store no session can be checked, opened or closed (sign-in and sign-out
+        # write its record): refuse, and say it is temporary.
+        log.error("admin: the store is unreachable: %s", error)
         raise web.HTTPServiceUnavailable(
             text="The store cannot be reached: try again in a moment."
         ) from error
