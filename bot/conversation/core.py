@@ -139,16 +139,17 @@ class Conversation:
         return await self._handle(chatter, respond)
 
     async def text(self, chatter: Chatter, message: str) -> list[Reply]:
-        """A typed message: a place (when asked for a location) or a follow-up question."""
+        """A typed message: a place to find clinics in (at any point: "Busan", "find a
+        dermatologist in Gangnam"), or a follow-up question."""
 
         async def respond(state: UserState) -> list[Reply]:
             question = message.strip()
             if not question:
                 return [self.say.reply("faq_no_match", state, topics=[])]
-            if state.awaiting == Awaiting.LOCATION:
-                place = await self.clinics.place_named(question)
-                if place is not None:
-                    return await self.clinics.near(state, place.lat, place.lon, place.name)
+            asked = state.awaiting == Awaiting.LOCATION
+            request = await self.clinics.place_request(question, asked)
+            if request is not None:
+                return await self.clinics.search(state, request)
             return [await self.answers.answer(state, question)]
 
         return await self._handle(chatter, respond)
