@@ -15,6 +15,7 @@ from bot.settings import Settings, SettingsError
 from diagnosis.bundle import BundleError
 from diagnosis.serving import Predictor
 from diagnosis.serving import load_predictor as serving_predictor
+from knowledge.embeddings import shared_encoder
 from knowledge.resilient import ResilientKnowledge
 from knowledge.seed import seed
 from knowledge.store import KnowledgeStore, StoreError, open_store
@@ -51,6 +52,7 @@ class Assistant:
             intake=self.settings.intake,
             quality=self.settings.quality,
             flood=FloodLimit(self.settings.flood_max_messages, self.settings.flood_window_s),
+            encoder=shared_encoder() if self.settings.faq_embeddings else None,
         )
         log.info(
             "Knowledge store %s ready; seed: %s",

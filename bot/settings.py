@@ -44,6 +44,8 @@ class Settings:
     flood_max_messages: int = 20  # per user per flood window; more gets one "slow down"
     flood_window_s: float = 60.0
     telegram_max_rate: float = 30.0  # messages/s to Telegram in all (its limit); 0: no limit
+    # Follow-up questions matched by meaning too (knowledge/embeddings.py), not only by words.
+    faq_embeddings: bool = True
     # The diagnosis engine's own settings, each read by its own from_env (SKINCARE_MODEL,
     # SKINCARE_RUNTIME..., SKINCARE_MAX_PHOTO_*, SKINCARE_QUALITY_*).
     serving: ServingConfig = field(default_factory=ServingConfig)
@@ -90,6 +92,7 @@ class Settings:
             telegram_max_rate=reader.number(
                 "SKINCARE_TELEGRAM_MAX_RATE", defaults.telegram_max_rate, 0, 10_000
             ),
+            faq_embeddings=reader.choice("SKINCARE_FAQ_EMBEDDINGS", ("on", "off"), "on") == "on",
             serving=ServingConfig.from_env(env),
             intake=IntakeLimits.from_env(env),
             quality=QualityThresholds.from_env(env),

