@@ -7,6 +7,7 @@ runs offline on the bundled model, or says plainly that no trained model is inst
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ class Assistant:
     store: KnowledgeStore | None = None  # opened by `open_knowledge` when the server starts
     knowledge: ResilientKnowledge | None = None  # what the conversation reads content through
     conversation: Conversation | None = None  # ready once the knowledge is open
+    warming: asyncio.Task | None = None  # the FAQ index being built and embedded
 
     @property
     def model_version(self) -> str | None:
@@ -54,6 +56,8 @@ class Assistant:
             flood=FloodLimit(self.settings.flood_max_messages, self.settings.flood_window_s),
             encoder=shared_encoder() if self.settings.faq_embeddings else None,
         )
+        # Seconds of CPU in a worker thread; questions meanwhile are matched by words.
+        self.warming = asyncio.create_task(self.conversation.answers.warm())
         log.info(
             "Knowledge store %s ready; seed: %s",
             self.settings.store.kind,
@@ -61,6 +65,8 @@ class Assistant:
         )
 
     async def close(self) -> None:
+        if self.warming is not None:
+            self.warming.cancel()
         if self.predictor is not None:
             await self.predictor.close()
         if self.store is not None:

@@ -81,6 +81,13 @@ class Answers:
             )
         )
 
+    async def warm(self) -> None:
+        """Build the FAQ index and encode its phrasings now rather than on the first question;
+        returns when questions are matched by meaning too."""
+        index = await self._faq_index(await self.knowledge.faq(None))
+        if self._embedding is not None and not index.embedded:
+            await self._embedding
+
     async def _faq_index(self, entries: list[FaqEntry]) -> FaqIndex:
         # Rebuilt only when an entry changed (an admin edit bumps its version). The knowledge
         # returns the very same list while it is fresh: no need to compare the entries.
