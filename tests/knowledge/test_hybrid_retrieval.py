@@ -18,8 +18,8 @@ from knowledge.faq import load_faq
 from knowledge.retrieval import FaqIndex, question_language
 
 PARAPHRASES = Path(__file__).resolve().parents[2] / "evaluation" / "faq" / "paraphrases.json"
-MIN_ACCURACY = 0.75  # measured: 83.7 % English, 78.4 % Korean on the reporting half
-MAX_FALSE_ANSWERS = 0.12  # measured: 10.2 % English, 2.0 % Korean
+MIN_ACCURACY = 0.75  # measured: 85.7 % English, 86.3 % Korean on the reporting half
+MAX_FALSE_ANSWERS = 0.12  # measured: 8.2 % English, 7.8 % Korean
 
 
 @pytest.fixture(scope="module")
@@ -106,4 +106,4 @@ def test_off_topic_questions_still_get_no_answer(hybrid, question: str) -> None:
 def test_a_sure_lexical_answer_is_not_encoded(hybrid) -> None:
     # ~25 ms of CPU saved: the words alone decide "is acne contagious?".
     assert not hybrid.needs_vector("Is acne contagious, really?", "en", "acne")
-    assert hybrid.needs_vector("how long does benzoyl peroxide take to work, honestly?", "en", None)
+    assert hybrid.needs_vector("what should I stay away from?", "en", "acne")
