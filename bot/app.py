@@ -54,7 +54,11 @@ class Assistant:
             intake=self.settings.intake,
             quality=self.settings.quality,
             flood=FloodLimit(self.settings.flood_max_messages, self.settings.flood_window_s),
-            encoder=shared_encoder() if self.settings.faq_embeddings else None,
+            encoder=(
+                shared_encoder(self.settings.faq_embedding_cache)
+                if self.settings.faq_embeddings
+                else None
+            ),
         )
         # Seconds of CPU in a worker thread; questions meanwhile are matched by words.
         self.warming = asyncio.create_task(self.conversation.answers.warm())

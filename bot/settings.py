@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 from bot.web.admin.auth import is_password_hash
 from diagnosis.config import ServingConfig
@@ -46,6 +47,8 @@ class Settings:
     telegram_max_rate: float = 30.0  # messages/s to Telegram in all (its limit); 0: no limit
     # Follow-up questions matched by meaning too (knowledge/embeddings.py), not only by words.
     faq_embeddings: bool = True
+    # The FAQ phrasings' vectors, kept between runs (None: encoded anew at every start-up).
+    faq_embedding_cache: Path | None = None  # SKINCARE_FAQ_CACHE, default DEFAULT_FAQ_CACHE
     # The diagnosis engine's own settings, each read by its own from_env (SKINCARE_MODEL,
     # SKINCARE_RUNTIME..., SKINCARE_MAX_PHOTO_*, SKINCARE_QUALITY_*).
     serving: ServingConfig = field(default_factory=ServingConfig)
@@ -93,6 +96,7 @@ class Settings:
                 "SKINCARE_TELEGRAM_MAX_RATE", defaults.telegram_max_rate, 0, 10_000
             ),
             faq_embeddings=reader.choice("SKINCARE_FAQ_EMBEDDINGS", ("on", "off"), "on") == "on",
+            faq_embedding_cache=_faq_cache(reader.text("SKINCARE_FAQ_CACHE")),
             serving=ServingConfig.from_env(env),
             intake=IntakeLimits.from_env(env),
             quality=QualityThresholds.from_env(env),
@@ -119,3 +123,13 @@ class Settings:
                 "SKINCARE_ADMIN_PASSWORD_HASH",
                 "is not a password hash: make one with `python -m bot hash-password`",
             )
+
+
+# Beside the default SQLite file: a start-up then encodes only the phrasings that changed.
+DEFAULT_FAQ_CACHE = Path("data/faq-embeddings.npz")
+
+
+def _faq_cache(value: str | None) -> Path | None:
+    if value is None:
+        return DEFAULT_FAQ_CACHE
+    return None if value.strip().lower() == "off" else Path(value).expanduser()

