@@ -646,7 +646,9 @@ class FaqIndex:
         lexical = index.scores(query) if query else np.zeros(len(self.entries))
         if vector is None or not self.embedded:
             return Similarities(lexical) if query else None
-        cosines = self._phrasing_vectors @ vector
+        # einsum, not `@`: a matrix-vector product this small costs 0.3 ms of CPU in one thread,
+        # and 7.7 ms through the multi-threaded BLAS (its threads spin: measured here).
+        cosines = np.einsum("ij,j->i", self._phrasing_vectors, vector)
         phrasing = np.full(len(self.entries), -1.0)
         np.maximum.at(phrasing, self._owner, cosines)
         best_of_topic = np.full(self._topic_count, -1.0)
