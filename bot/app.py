@@ -59,6 +59,7 @@ class Assistant:
                 if self.settings.faq_embeddings
                 else None
             ),
+            encoding_wait_s=self.settings.faq_encoding_wait_s,
         )
         # Seconds of CPU in a worker thread; questions meanwhile are matched by words.
         self.warming = asyncio.create_task(self.conversation.answers.warm())

@@ -49,6 +49,7 @@ class Settings:
     faq_embeddings: bool = True
     # The FAQ phrasings' vectors, kept between runs (None: encoded anew at every start-up).
     faq_embedding_cache: Path | None = None  # SKINCARE_FAQ_CACHE, default DEFAULT_FAQ_CACHE
+    faq_encoding_wait_s: float = 1.0  # then a question is answered by its words alone
     # The diagnosis engine's own settings, each read by its own from_env (SKINCARE_MODEL,
     # SKINCARE_RUNTIME..., SKINCARE_MAX_PHOTO_*, SKINCARE_QUALITY_*).
     serving: ServingConfig = field(default_factory=ServingConfig)
@@ -97,6 +98,9 @@ class Settings:
             ),
             faq_embeddings=reader.choice("SKINCARE_FAQ_EMBEDDINGS", ("on", "off"), "on") == "on",
             faq_embedding_cache=_faq_cache(reader.text("SKINCARE_FAQ_CACHE")),
+            faq_encoding_wait_s=reader.number(
+                "SKINCARE_FAQ_ENCODING_WAIT_S", defaults.faq_encoding_wait_s, 0, 60
+            ),
             serving=ServingConfig.from_env(env),
             intake=IntakeLimits.from_env(env),
             quality=QualityThresholds.from_env(env),

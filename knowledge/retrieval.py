@@ -664,13 +664,19 @@ class FaqIndex:
             return False  # "?!", "ㅋㅋㅋ": nothing to encode
         if self.encoder.knows_question(question.strip()):
             return False
-        lexical = self.similarities(question, language)
-        matches = self.rank(question, lexical, label, LEXICAL, 1) if lexical else []
+        matches = self.search_by_words(question, language, label, 1)
         return not (matches and matches[0].score >= self.blend.sure)
 
     def encode_question(self, question: str) -> np.ndarray | None:
         """The question's vector (~25 ms of CPU when new: the bot calls this off the loop)."""
         return self.encoder.encode_question(question.strip()) if self.encoder else None
+
+    def search_by_words(
+        self, question: str, language: str, label: str | None, limit: int = 3
+    ) -> list[FaqMatch]:
+        """As `search`, by the lexical score alone."""
+        lexical = self.similarities(question, language)
+        return self.rank(question, lexical, label, LEXICAL, limit) if lexical else []
 
     def search(
         self, question: str, language: str, label: str | None, limit: int = 3
@@ -681,8 +687,7 @@ class FaqIndex:
         user's last result, or None when there is none. The lexical answer stands when it is
         sure; otherwise the question is encoded (see `needs_vector`) and the blend decides.
         """
-        lexical = self.similarities(question, language)
-        matches = self.rank(question, lexical, label, LEXICAL, limit) if lexical else []
+        matches = self.search_by_words(question, language, label, limit)
         if self.encoder is None or not self.embedded:
             return matches
         if matches and matches[0].score >= self.blend.sure:

@@ -13,6 +13,11 @@ from knowledge.resilient import ResilientKnowledge
 from knowledge.retrieval import FaqIndex, question_language
 
 NO_MATCH_TOPICS = 6  # questions suggested when nothing matched
+# How long an answer waits for its question to be encoded (~25 ms of CPU in the encoder process,
+# which runs at low priority): past this the words alone answer, and the encoding, once done,
+# serves the next time the question is asked. On a busy machine the first questions of a
+# bench/load.py run waited up to 12 s for it.
+ENCODING_WAIT_S = 1.0
 
 
 class Answers:
@@ -21,12 +26,15 @@ class Answers:
         knowledge: ResilientKnowledge,
         speaker: Speaker,
         encoder: SentenceEncoder | None = None,
+        encoding_wait_s: float = ENCODING_WAIT_S,
     ):
         """`encoder`: questions are also matched by meaning (knowledge/embeddings.py); None:
         by words only."""
         self.knowledge = knowledge
         self.encoder = encoder
+        self.encoding_wait_s = encoding_wait_s
         self._embedding: asyncio.Task | None = None  # the phrasings being encoded
+        self._encoding: dict[str, asyncio.Task] = {}  # questions being encoded, by text
         self.texts = speaker.texts
         self._index: FaqIndex | None = None
         self._index_key: tuple = ()
@@ -40,10 +48,10 @@ class Answers:
         index = await self._faq_index(entries)
         # Answer in the language the question was asked in, not only the chat's setting.
         lang = question_language(question) if question.strip() else state.language
-        if index.needs_vector(question, lang, label):
-            # ~25 ms of CPU: off the event loop, so other chats go on meanwhile.
-            await asyncio.to_thread(index.encode_question, question)
-        matches = index.search(question, lang, label)
+        if index.needs_vector(question, lang, label) and not await self._encoded(index, question):
+            matches = index.search_by_words(question, lang, label)
+        else:
+            matches = index.search(question, lang, label)
         if not matches:
             topics = [
                 entry.questions.get(lang, [""])[0]
@@ -80,6 +88,20 @@ class Answers:
                 scoped=entry.label is not None and entry.label == label,
             )
         )
+
+    async def _encoded(self, index: FaqIndex, question: str) -> bool:
+        """Encode `question` off the event loop (once, however many chats ask it at the same
+        time); False when that takes longer than `encoding_wait_s`."""
+        task = self._encoding.get(question)
+        if task is None:
+            task = asyncio.create_task(asyncio.to_thread(index.encode_question, question))
+            self._encoding[question] = task
+            task.add_done_callback(lambda _: self._encoding.pop(question, None))
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.encoding_wait_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def warm(self) -> None:
         """Build the FAQ index and encode its phrasings now rather than on the first question;

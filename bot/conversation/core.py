@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.admin_commands import ADMIN_COMMANDS, AdminCommands
-from bot.conversation.answers import Answers
+from bot.conversation.answers import ENCODING_WAIT_S, Answers
 from bot.conversation.clinics import Clinics
 from bot.conversation.replies import Button, Chatter, Reply
 from bot.conversation.results import PhotoLoader, Results
@@ -55,6 +55,7 @@ class Conversation:
         texts: Texts | None = None,
         clock: Callable[[], float] = time.time,
         encoder: SentenceEncoder | None = None,
+        encoding_wait_s: float = ENCODING_WAIT_S,
     ):
         self.store = store
         self.flood = flood
@@ -63,7 +64,7 @@ class Conversation:
         self.say = Speaker(self.texts)
         self.results = Results(store, knowledge, predictor, self.say, intake, quality)
         self.clinics = Clinics(store, knowledge, self.say)
-        self.answers = Answers(knowledge, self.say, encoder)
+        self.answers = Answers(knowledge, self.say, encoder, encoding_wait_s)
         self.admin = AdminCommands(store, knowledge, self.texts, clock)
 
     @property

@@ -25,7 +25,8 @@ async def tg():
 
 @pytest.fixture
 async def bot(tg, tmp_path):
-    async with running_bot(tg, tmp_path / "db.sqlite3") as running:
+    # A busy test machine may take more than the default second to encode a question.
+    async with running_bot(tg, tmp_path / "db.sqlite3", faq_encoding_wait_s=30.0) as running:
         # The FAQ's phrasings are encoded in the background at start-up: wait for it, so that
         # the questions below are matched by meaning and not only by words.
         await running.app[ASSISTANT].warming
