@@ -20,7 +20,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 
@@ -57,6 +57,10 @@ def _encode_in_worker(texts: list[str], threads: int) -> np.ndarray:
 
         _model = USE(threads=threads)
     return np.asarray(_model.encode(texts), dtype=np.float32)
+
+
+def _encode_one_in_worker(text: str, threads: int) -> np.ndarray:
+    return _encode_in_worker([text], threads)[0]
 
 
 class SentenceEncoder:
@@ -128,17 +132,30 @@ class SentenceEncoder:
 
     def encode_question(self, text: str) -> np.ndarray:
         """One question's vector; the last QUESTIONS_KEPT questions are kept (never on disk)."""
+        return self.question_future(text).result()
+
+    def question_future(self, text: str) -> Future:
+        """The question's vector, as a future of the worker process: a caller on an event loop
+        awaits it (asyncio.wrap_future) without holding a thread."""
         with self._lock:
             vector = self._questions.get(text)
             if vector is not None:
                 self._questions.move_to_end(text)
-                return vector
-        vector = self._encode([text])[0]
+        if vector is not None:
+            done: Future = Future()
+            done.set_result(vector)
+            return done
+        future = self._worker.submit(_encode_one_in_worker, text, self._threads)
+        future.add_done_callback(lambda f: self._keep_question(text, f))
+        return future
+
+    def _keep_question(self, text: str, future: Future) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
         with self._lock:
-            self._questions[text] = vector
+            self._questions[text] = future.result()
             while len(self._questions) > QUESTIONS_KEPT:
                 self._questions.popitem(last=False)
-        return vector
 
     def knows_question(self, text: str) -> bool:
         with self._lock:

@@ -26,6 +26,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -668,8 +669,13 @@ class FaqIndex:
         return not (matches and matches[0].score >= self.blend.sure)
 
     def encode_question(self, question: str) -> np.ndarray | None:
-        """The question's vector (~25 ms of CPU when new: the bot calls this off the loop)."""
+        """The question's vector (~25 ms of CPU when new, in the encoder's process)."""
         return self.encoder.encode_question(question.strip()) if self.encoder else None
+
+    def question_future(self, question: str) -> Future:
+        """As `encode_question`, without waiting (see `SentenceEncoder.question_future`)."""
+        assert self.encoder is not None, "no encoder"
+        return self.encoder.question_future(question.strip())
 
     def search_by_words(
         self, question: str, language: str, label: str | None, limit: int = 3

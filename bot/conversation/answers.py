@@ -34,7 +34,7 @@ class Answers:
         self.encoder = encoder
         self.encoding_wait_s = encoding_wait_s
         self._embedding: asyncio.Task | None = None  # the phrasings being encoded
-        self._encoding: dict[str, asyncio.Task] = {}  # questions being encoded, by text
+        self._encoding: dict[str, asyncio.Future] = {}  # questions being encoded, by text
         self.texts = speaker.texts
         self._index: FaqIndex | None = None
         self._index_key: tuple = ()
@@ -90,15 +90,15 @@ class Answers:
         )
 
     async def _encoded(self, index: FaqIndex, question: str) -> bool:
-        """Encode `question` off the event loop (once, however many chats ask it at the same
-        time); False when that takes longer than `encoding_wait_s`."""
-        task = self._encoding.get(question)
-        if task is None:
-            task = asyncio.create_task(asyncio.to_thread(index.encode_question, question))
-            self._encoding[question] = task
-            task.add_done_callback(lambda _: self._encoding.pop(question, None))
+        """Have `question` encoded in the encoder's process (once, however many chats ask it at
+        the same time); False when that takes longer than `encoding_wait_s`."""
+        pending = self._encoding.get(question)
+        if pending is None:
+            pending = asyncio.wrap_future(index.question_future(question))
+            self._encoding[question] = pending
+            pending.add_done_callback(lambda _: self._encoding.pop(question, None))
         try:
-            await asyncio.wait_for(asyncio.shield(task), self.encoding_wait_s)
+            await asyncio.wait_for(asyncio.shield(pending), self.encoding_wait_s)
         except TimeoutError:
             return False
         return True
