@@ -18,8 +18,8 @@ from knowledge.faq import load_faq
 from knowledge.retrieval import FaqIndex, question_language
 
 PARAPHRASES = Path(__file__).resolve().parents[2] / "evaluation" / "faq" / "paraphrases.json"
-MIN_ACCURACY = 0.75  # measured: 85.7 % English, 86.3 % Korean on the reporting half
-MAX_FALSE_ANSWERS = 0.12  # measured: 8.2 % English, 7.8 % Korean
+MIN_ACCURACY = 0.75  # measured: 83.7 % English, 86.3 % Korean on the reporting half
+MAX_FALSE_ANSWERS = 0.12  # measured: 10.2 % English, 7.8 % Korean
 
 
 @pytest.fixture(scope="module")
