@@ -99,9 +99,7 @@ def main() -> int:
     started = time.perf_counter()
     hybrid = FaqIndex(entries, conditions, shared_encoder())
     hybrid.embed()
-    print(
-        f"phrasings embedded in {time.perf_counter() - started:.1f} s (wall, in the encoder process)"
-    )
+    print(f"phrasings embedded in {time.perf_counter() - started:.1f} s (wall; encoder process)")
     found = {
         key: [
             hybrid.similarities(c["question"], c["language"], hybrid.encode_question(c["question"]))
