@@ -7,6 +7,7 @@ runs offline on the bundled model, or says plainly that no trained model is inst
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from diagnosis.bundle import BundleError
 from diagnosis.intake import DecodeSlots
 from diagnosis.serving import Predictor
 from diagnosis.serving import load_predictor as serving_predictor
+from knowledge.embeddings import shared_encoder
 from knowledge.resilient import ResilientKnowledge
 from knowledge.seed import seed
 from knowledge.store import KnowledgeStore, StoreError, open_store
@@ -32,6 +34,7 @@ class Assistant:
     conversation: Conversation | None = None  # ready once the knowledge is open
     # Photos decoded at once, every transport together (the memory budget, diagnosis/intake.py).
     decode_slots: DecodeSlots = field(init=False)
+    warming: asyncio.Task | None = None  # the FAQ index being built and embedded
 
     def __post_init__(self) -> None:
         self.decode_slots = DecodeSlots(self.settings.intake)
@@ -58,7 +61,15 @@ class Assistant:
             decode_slots=self.decode_slots,
             quality=self.settings.quality,
             flood=FloodLimit(self.settings.flood_max_messages, self.settings.flood_window_s),
+            encoder=(
+                shared_encoder(self.settings.faq_embedding_cache)
+                if self.settings.faq_embeddings
+                else None
+            ),
+            encoding_wait_s=self.settings.faq_encoding_wait_s,
         )
+        # Seconds of CPU in a worker thread; questions meanwhile are matched by words.
+        self.warming = asyncio.create_task(self.conversation.answers.warm())
         log.info(
             "Knowledge store %s ready; seed: %s",
             self.settings.store.kind,
@@ -66,6 +77,8 @@ class Assistant:
         )
 
     async def close(self) -> None:
+        if self.warming is not None:
+            self.warming.cancel()
         if self.predictor is not None:
             await self.predictor.close()
         if self.store is not None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from ipaddress import IPv4Network, IPv6Network, ip_address
+from pathlib import Path
 
 from bot.web.admin.auth import is_password_hash
 from diagnosis.config import ServingConfig
@@ -62,6 +63,11 @@ class Settings:
     # every `outbox_poll_s`, retried with back-off, dropped after `outbox_give_up_s`.
     outbox_poll_s: float = 1.0
     outbox_give_up_s: float = 900.0
+    # Follow-up questions matched by meaning too (knowledge/embeddings.py), not only by words.
+    faq_embeddings: bool = True
+    # The FAQ phrasings' vectors, kept between runs (None: encoded anew at every start-up).
+    faq_embedding_cache: Path | None = None  # SKINCARE_FAQ_CACHE, default DEFAULT_FAQ_CACHE
+    faq_encoding_wait_s: float = 1.0  # then a question is answered by its words alone
     # The diagnosis engine's own settings, each read by its own from_env (SKINCARE_MODEL,
     # SKINCARE_RUNTIME..., SKINCARE_MAX_PHOTO_*, SKINCARE_QUALITY_*).
     serving: ServingConfig = field(default_factory=ServingConfig)
@@ -123,6 +129,11 @@ class Settings:
             outbox_give_up_s=reader.number(
                 "SKINCARE_OUTBOX_GIVE_UP_S", defaults.outbox_give_up_s, 10, 7 * 86_400
             ),
+            faq_embeddings=reader.choice("SKINCARE_FAQ_EMBEDDINGS", ("on", "off"), "on") == "on",
+            faq_embedding_cache=_faq_cache(reader.text("SKINCARE_FAQ_CACHE")),
+            faq_encoding_wait_s=reader.number(
+                "SKINCARE_FAQ_ENCODING_WAIT_S", defaults.faq_encoding_wait_s, 0, 60
+            ),
             serving=ServingConfig.from_env(env),
             intake=IntakeLimits.from_env(env),
             quality=QualityThresholds.from_env(env),
@@ -173,3 +184,13 @@ class Settings:
                 "(SKINCARE_WEB_HOST is not loopback or SKINCARE_WEBHOOK_URL is set): "
                 "`openssl rand -hex 32`, the same on every replica",
             )
+
+
+# Beside the default SQLite file: a start-up then encodes only the phrasings that changed.
+DEFAULT_FAQ_CACHE = Path("data/faq-embeddings.npz")
+
+
+def _faq_cache(value: str | None) -> Path | None:
+    if value is None:
+        return DEFAULT_FAQ_CACHE
+    return None if value.strip().lower() == "off" else Path(value).expanduser()

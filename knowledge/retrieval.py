@@ -26,10 +26,12 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
+from knowledge.embeddings import SentenceEncoder
 from knowledge.models import Condition, FaqEntry
 
 # Below this score the best entry is not a confident match and `search` returns nothing. Chosen
@@ -54,6 +56,23 @@ UNNAMED_CONDITION_FACTOR = 0.7
 # may not have: it can still match ("is it contagious?" has no general answer), but a general
 # entry that matches about as well comes first.
 NO_CONTEXT_FACTOR = 0.8
+
+# Treatments that point at one condition: "how long does benzoyl peroxide take to work?" is about
+# acne. They count as naming it (they scope the search and are taken out of the topic text).
+TREATMENT_HINTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "acne": {
+        "en": ("benzoyl peroxide", "adapalene", "differin", "tretinoin", "isotretinoin"),
+        "ko": ("벤조일퍼옥사이드", "과산화벤조일", "아다팔렌", "이소트레티노인"),
+    },
+    "fungal_infection": {
+        "en": ("antifungal", "anti-fungal", "clotrimazole", "terbinafine", "ketoconazole"),
+        "ko": ("항진균", "무좀약", "클로트리마졸", "테르비나핀", "케토코나졸"),
+    },
+    "viral_infection": {
+        "en": ("acyclovir", "aciclovir", "valacyclovir", "antiviral"),
+        "ko": ("아시클로버", "발라시클로버", "항바이러스"),
+    },
+}
 
 # Labels whose "name" is not something a user types ("Another skin condition").
 _UNNAMEABLE_LABELS = frozenset({"other"})
@@ -113,6 +132,8 @@ _EN_SYNONYMS_RAW = {
     "infectious": "catch",
     "moisturizer": "moisturiser",
     "ointment": "cream",
+    "hydrocortisone": "steroid",
+    "cortisone": "steroid",
     "lotion": "cream",
     "photo": "picture",
     "pic": "picture",
@@ -207,6 +228,8 @@ _KO_SYNONYMS = {
     "햇살": "햇빛",
     "자외선": "햇빛",
     "크림": "연고",
+    "하이드로코르티손": "스테로이드",
+    "하이드로코티손": "스테로이드",
     "의미": "뜻",
     "뭘": "뭐",
     "뭔": "뭐",
@@ -455,10 +478,11 @@ def _condition_names(conditions: Iterable[Condition]) -> dict[tuple[str, str], s
                 part = part.strip().lower()
                 if part and not part.startswith(("other ", "기타")):
                     names.setdefault((language, part), set()).add(condition.label)
-    for label, by_language in CONDITION_SYNONYMS.items():
-        for language, synonyms in by_language.items():
-            for name in synonyms:
-                names.setdefault((language, name), set()).add(label)
+    for table in (CONDITION_SYNONYMS, TREATMENT_HINTS):
+        for label, by_language in table.items():
+            for language, synonyms in by_language.items():
+                for name in synonyms:
+                    names.setdefault((language, name), set()).add(label)
     return names
 
 
@@ -521,16 +545,91 @@ class _Names:
         return text
 
 
-class FaqIndex:
-    """Finds the FAQ entries that answer a follow-up question."""
+@dataclass(frozen=True)
+class Blend:
+    """How lexical and embedding similarities are mixed into one score (see `FaqIndex`)."""
 
-    def __init__(self, entries: list[FaqEntry], conditions: Sequence[Condition] = ()):
+    semantic: float  # weight of the embedding similarity; the lexical score gets the rest
+    topic: float  # share, within the embedding part, of the best phrasing of the entry's topic
+    min_score: float  # below it no entry is a confident match
+    # A lexical score this high is trusted as it is: the question is not encoded (~25 ms of CPU).
+    sure: float = 1.0
+
+
+# Without an encoder: today's lexical score alone, with its threshold.
+LEXICAL = Blend(semantic=0.0, topic=0.0, min_score=MIN_SCORE)
+# Chosen on the even half of evaluation/faq/paraphrases.json (python evaluation/faq_retrieval.py),
+# reported on the odd half; the objective counts a wrong answer as worse than no answer.
+HYBRID = Blend(semantic=0.5, topic=0.75, min_score=0.34, sure=0.3)
+
+
+@dataclass(frozen=True)
+class Similarities:
+    """A question's similarity with every entry, before scoping: its lexical score, and the
+    cosine of its embedding with the entry's best phrasing and its topic's best phrasing."""
+
+    lexical: np.ndarray
+    phrasing: np.ndarray | None = None
+    topic: np.ndarray | None = None
+
+    def blended(self, blend: Blend) -> np.ndarray:
+        if self.phrasing is None or self.topic is None or not blend.semantic:
+            return self.lexical
+        semantic = (1 - blend.topic) * self.phrasing + blend.topic * self.topic
+        return (1 - blend.semantic) * self.lexical + blend.semantic * semantic
+
+
+class FaqIndex:
+    """Finds the FAQ entries that answer a follow-up question.
+
+    With an `encoder` (knowledge/embeddings.py) and once `embed` has run, an entry's score also
+    takes the cosine of the question's embedding with the entry's phrasings (both languages: the
+    encoder puts them in one space) and with its topic's phrasings under any condition, condition
+    names taken out of both. The question is encoded (once) only when the lexical score is not
+    sure (`Blend.sure`): encoding costs ~25 ms of CPU, a lexical search well under 1 ms.
+    """
+
+    def __init__(
+        self,
+        entries: list[FaqEntry],
+        conditions: Sequence[Condition] = (),
+        encoder: SentenceEncoder | None = None,
+        blend: Blend = HYBRID,
+    ):
         self.entries = list(entries)
+        self.encoder = encoder
+        self.blend = blend
         self._names = _Names(conditions)
         self._indexes = {
             language: _LanguageIndex(self.entries, language, self._names.without_names)
             for language in ("en", "ko")
         }
+        self._phrasing_vectors: np.ndarray | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self._phrasing_vectors is not None
+
+    def embed(self) -> None:
+        """Encode every phrasing (seconds of CPU: call it off the event loop); until it has run,
+        searches are lexical."""
+        if self.encoder is None:
+            return
+        texts: list[str] = []
+        owners: list[int] = []
+        for position, entry in enumerate(self.entries):
+            for language in ("en", "ko"):
+                for text in entry.questions.get(language) or []:
+                    texts.append(text)
+                    owners.append(position)
+        topics = sorted({entry.topic for entry in self.entries})
+        topic_number = {topic: number for number, topic in enumerate(topics)}
+        self._entry_topic = np.asarray([topic_number[e.topic] for e in self.entries], np.intp)
+        # Each entry's phrasings are one run of rows: its best is a reduceat over the runs
+        # (ufunc.at took 0.2 ms a question). validate_faq makes every entry have phrasings.
+        self._phrasing_starts = np.searchsorted(owners, np.arange(len(self.entries)))
+        self._topic_count = len(topics)
+        self._phrasing_vectors = self.encoder.encode(texts)
 
     def mentioned_labels(self, question: str) -> list[str]:
         """Condition labels the question names, in the order it names them."""
@@ -539,22 +638,86 @@ class FaqIndex:
             mentioned.extend(label for label in labels if label not in mentioned)
         return mentioned
 
+    def similarities(
+        self, question: str, language: str, vector: np.ndarray | None = None
+    ) -> Similarities | None:
+        """Every entry's similarities with `question` (None when it has no words to match);
+        the embedding ones too when the question's `vector` is given."""
+        index = self._indexes.get(language) or self._indexes[question_language(question)]
+        query = index.query(question)
+        lexical = index.scores(query) if query else np.zeros(len(self.entries))
+        if vector is None or not self.embedded:
+            return Similarities(lexical) if query else None
+        # einsum, not `@`: a matrix-vector product this small costs 0.3 ms of CPU in one thread,
+        # and 7.7 ms through the multi-threaded BLAS (its threads spin: measured here).
+        cosines = np.einsum("ij,j->i", self._phrasing_vectors, vector)
+        phrasing = np.maximum.reduceat(cosines, self._phrasing_starts).astype(np.float64)
+        best_of_topic = np.full(self._topic_count, -1.0)
+        np.maximum.at(best_of_topic, self._entry_topic, phrasing)
+        return Similarities(lexical, phrasing, best_of_topic[self._entry_topic])
+
+    def needs_vector(self, question: str, language: str, label: str | None) -> bool:
+        """Whether `search` would encode the question: the phrasings are embedded, the lexical
+        answer is unsure, the question has words and is not among those encoded lately."""
+        if self.encoder is None or not self.embedded:
+            return False
+        if not _HANGUL.search(question) and not _WORD.search(question.lower()):
+            return False  # "?!", "ㅋㅋㅋ": nothing to encode
+        if self.encoder.knows_question(question.strip()):
+            return False
+        matches = self.search_by_words(question, language, label, 1)
+        return not (matches and matches[0].score >= self.blend.sure)
+
+    def encode_question(self, question: str) -> np.ndarray | None:
+        """The question's vector (~25 ms of CPU when new, in the encoder's process)."""
+        return self.encoder.encode_question(question.strip()) if self.encoder else None
+
+    def question_future(self, question: str) -> Future:
+        """As `encode_question`, without waiting (see `SentenceEncoder.question_future`)."""
+        assert self.encoder is not None, "no encoder"
+        return self.encoder.question_future(question.strip())
+
+    def search_by_words(
+        self, question: str, language: str, label: str | None, limit: int = 3
+    ) -> list[FaqMatch]:
+        """As `search`, by the lexical score alone."""
+        lexical = self.similarities(question, language)
+        return self.rank(question, lexical, label, LEXICAL, limit) if lexical else []
+
     def search(
         self, question: str, language: str, label: str | None, limit: int = 3
     ) -> list[FaqMatch]:
         """The entries that best answer `question`, best first; [] when none is confident.
 
         `language` is the question's (`question_language`); `label` is the condition of the
-        user's last result, or None when there is none.
+        user's last result, or None when there is none. The lexical answer stands when it is
+        sure; otherwise the question is encoded (see `needs_vector`) and the blend decides.
         """
-        index = self._indexes.get(language) or self._indexes[question_language(question)]
-        query = index.query(question)
-        if not query:
+        matches = self.search_by_words(question, language, label, limit)
+        if self.encoder is None or not self.embedded:
+            return matches
+        if matches and matches[0].score >= self.blend.sure:
+            return matches
+        if not _HANGUL.search(question) and not _WORD.search(question.lower()):
+            return matches
+        similarities = self.similarities(question, language, self.encode_question(question))
+        if similarities is None:
             return []
+        return self.rank(question, similarities, label, self.blend, limit)
+
+    def rank(
+        self,
+        question: str,
+        similarities: Similarities,
+        label: str | None,
+        blend: Blend,
+        limit: int = 3,
+    ) -> list[FaqMatch]:
+        """The entries scoped to `label` and the conditions `question` names, by blended score."""
         named = set(self.mentioned_labels(question))
         scoped = {label} | named if label is not None else named
         matches: list[tuple[float, int, FaqMatch]] = []
-        scores = index.scores(query)
+        scores = similarities.blended(blend)
         for position, entry in enumerate(self.entries):
             if entry.label is None:
                 factor, tier = 1.0, 0
@@ -568,7 +731,7 @@ class FaqIndex:
             else:
                 continue
             score = factor * float(scores[position])
-            if score >= MIN_SCORE:
+            if score >= blend.min_score:
                 matches.append((score, tier, FaqMatch(entry, round(min(score, 1.0), 4))))
         matches.sort(key=lambda item: (-item[0], item[1]))
         return [match for _, _, match in matches[:limit]]

@@ -7,16 +7,34 @@ import asyncio
 from bot.conversation.replies import Reply
 from bot.conversation.state import LastResult
 from bot.conversation.views import Speaker, condition_name
+from knowledge.embeddings import SentenceEncoder
 from knowledge.models import FaqEntry, UserState
 from knowledge.resilient import ResilientKnowledge
 from knowledge.retrieval import FaqIndex, question_language
 
 NO_MATCH_TOPICS = 6  # questions suggested when nothing matched
+# How long an answer waits for its question to be encoded (~25 ms of CPU in the encoder process,
+# which runs at low priority): past this the words alone answer, and the encoding, once done,
+# serves the next time the question is asked. On a busy machine the first questions of a
+# bench/load.py run waited up to 12 s for it.
+ENCODING_WAIT_S = 1.0
 
 
 class Answers:
-    def __init__(self, knowledge: ResilientKnowledge, speaker: Speaker):
+    def __init__(
+        self,
+        knowledge: ResilientKnowledge,
+        speaker: Speaker,
+        encoder: SentenceEncoder | None = None,
+        encoding_wait_s: float = ENCODING_WAIT_S,
+    ):
+        """`encoder`: questions are also matched by meaning (knowledge/embeddings.py); None:
+        by words only."""
         self.knowledge = knowledge
+        self.encoder = encoder
+        self.encoding_wait_s = encoding_wait_s
+        self._embedding: asyncio.Task | None = None  # the phrasings being encoded
+        self._encoding: dict[str, asyncio.Future] = {}  # questions being encoded, by text
         self.texts = speaker.texts
         self._index: FaqIndex | None = None
         self._index_key: tuple = ()
@@ -30,7 +48,10 @@ class Answers:
         index = await self._faq_index(entries)
         # Answer in the language the question was asked in, not only the chat's setting.
         lang = question_language(question) if question.strip() else state.language
-        matches = index.search(question, lang, label)
+        if index.needs_vector(question, lang, label) and not await self._encoded(index, question):
+            matches = index.search_by_words(question, lang, label)
+        else:
+            matches = index.search(question, lang, label)
         if not matches:
             topics = [
                 entry.questions.get(lang, [""])[0]
@@ -68,6 +89,27 @@ class Answers:
             )
         )
 
+    async def _encoded(self, index: FaqIndex, question: str) -> bool:
+        """Have `question` encoded in the encoder's process (once, however many chats ask it at
+        the same time); False when that takes longer than `encoding_wait_s`."""
+        pending = self._encoding.get(question)
+        if pending is None:
+            pending = asyncio.wrap_future(index.question_future(question))
+            self._encoding[question] = pending
+            pending.add_done_callback(lambda _: self._encoding.pop(question, None))
+        try:
+            await asyncio.wait_for(asyncio.shield(pending), self.encoding_wait_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def warm(self) -> None:
+        """Build the FAQ index and encode its phrasings now rather than on the first question;
+        returns when questions are matched by meaning too."""
+        index = await self._faq_index(await self.knowledge.faq(None))
+        if self._embedding is not None and not index.embedded:
+            await self._embedding
+
     async def _faq_index(self, entries: list[FaqEntry]) -> FaqIndex:
         # Rebuilt only when an entry changed (an admin edit bumps its version). The knowledge
         # returns the very same list while it is fresh: no need to compare the entries.
@@ -83,7 +125,10 @@ class Answers:
                     if (condition := await self.knowledge.condition(label)) is not None
                 ]
                 # About half a second of CPU: off the event loop, so other chats go on.
-                index = await asyncio.to_thread(FaqIndex, entries, conditions)
+                index = await asyncio.to_thread(FaqIndex, entries, conditions, self.encoder)
                 self._index, self._index_key = index, key
+                # Encoding every phrasing takes seconds of CPU: the index answers by words
+                # until it is done, then by meaning too.
+                self._embedding = asyncio.create_task(asyncio.to_thread(index.embed))
         self._index_entries = entries
         return self._index

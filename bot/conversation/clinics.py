@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from bot.conversation.replies import Reply, Venue
 from bot.conversation.state import Awaiting, LastResult
 from bot.conversation.views import Speaker, condition_name, map_url
 from knowledge.models import Clinic, UserState
-from knowledge.places import Place, find_place
-from knowledge.resilient import ClinicSearchUnavailable, ResilientKnowledge
+from knowledge.places import Gazetteer, PlaceRequest, load_regions
+from knowledge.resilient import FRESH_S, ClinicSearchUnavailable, ResilientKnowledge
 from knowledge.store import KnowledgeStore, StoreError
 
 CLINICS_LISTED = 5
@@ -20,6 +22,10 @@ class Clinics:
         self.store = store
         self.knowledge = knowledge
         self.say = speaker
+        # Every typed message is checked for a place: the clinics' places are read at most once
+        # per FRESH_S (as care content is), not once per message.
+        self._gazetteer = Gazetteer([], load_regions())
+        self._gazetteer_read_at: float | None = None
 
     def ask_location(self, state: UserState) -> Reply:
         state.awaiting = Awaiting.LOCATION
@@ -28,13 +34,33 @@ class Clinics:
         reply.location_button = self.say.word("button_send_location", state)
         return reply
 
-    async def place_named(self, text: str) -> Place | None:
-        """The known city or district `text` names ("강남구", "Busan"), if any."""
-        try:
-            clinics: list[Clinic] = await self.store.list_clinics()
-        except StoreError:
-            clinics = []
-        return find_place(text, clinics)
+    async def place_request(self, text: str, asked: bool) -> PlaceRequest | None:
+        """The clinic search `text` asks for ("Busan", "find a dermatologist in Gangnam",
+        "제주"), or None; `asked`: the user was just asked where they are."""
+        now = time.monotonic()
+        if self._gazetteer_read_at is None or now - self._gazetteer_read_at >= FRESH_S:
+            try:
+                clinics: list[Clinic] = await self.store.list_clinics()
+                self._gazetteer = Gazetteer(clinics, load_regions())
+            except StoreError:
+                pass  # the places read last time still stand
+            self._gazetteer_read_at = now
+        return self._gazetteer.request(text, asked)
+
+    async def search(self, state: UserState, request: PlaceRequest) -> list[Reply]:
+        """The clinics near the place asked for, or where to look when none is known there."""
+        if request.place is not None:
+            place = request.place
+            return await self.near(state, place.lat, place.lon, place.name)
+        reply = self.ask_location(state)
+        reply.text = self.say.texts.render(
+            "no_clinics_near_place",
+            state.language,
+            place=request.unknown,
+            nearest=request.nearest.name if request.nearest else None,
+            nearest_km=round(request.nearest_km),
+        )
+        return [reply]
 
     async def near(
         self, state: UserState, lat: float, lon: float, place: str | None = None

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.admin_commands import ADMIN_COMMANDS, AdminCommands
-from bot.conversation.answers import Answers
+from bot.conversation.answers import ENCODING_WAIT_S, Answers
 from bot.conversation.checklist import Checklist
 from bot.conversation.clinics import Clinics
 from bot.conversation.replies import Button, Chatter, Reply
@@ -27,6 +27,7 @@ from bot.texts import Texts, default_texts, language_for
 from diagnosis.intake import DecodeSlots, IntakeLimits
 from diagnosis.quality import QualityThresholds
 from diagnosis.serving import Predictor
+from knowledge.embeddings import SentenceEncoder
 from knowledge.models import LANGUAGES, UserState
 from knowledge.resilient import ResilientKnowledge
 from knowledge.store import KnowledgeStore, StoreError
@@ -55,6 +56,8 @@ class Conversation:
         texts: Texts | None = None,
         clock: Callable[[], float] = time.time,
         decode_slots: DecodeSlots | None = None,
+        encoder: SentenceEncoder | None = None,
+        encoding_wait_s: float = ENCODING_WAIT_S,
     ):
         self.store = store
         self.flood = flood
@@ -71,8 +74,8 @@ class Conversation:
             decode_slots or DecodeSlots(intake),
         )
         self.clinics = Clinics(store, knowledge, self.say)
-        self.answers = Answers(knowledge, self.say)
         self.checklist = Checklist(store, knowledge, self.say)
+        self.answers = Answers(knowledge, self.say, encoder, encoding_wait_s)
         self.admin = AdminCommands(store, knowledge, self.texts, clock)
 
     @property
@@ -155,16 +158,17 @@ class Conversation:
         return await self._handle(chatter, respond)
 
     async def text(self, chatter: Chatter, message: str) -> list[Reply]:
-        """A typed message: a place (when asked for a location) or a follow-up question."""
+        """A typed message: a place to find clinics in (at any point: "Busan", "find a
+        dermatologist in Gangnam"), or a follow-up question."""
 
         async def respond(state: UserState) -> list[Reply]:
             question = message.strip()
             if not question:
                 return [self.say.reply("faq_no_match", state, topics=[])]
-            if state.awaiting == Awaiting.LOCATION:
-                place = await self.clinics.place_named(question)
-                if place is not None:
-                    return await self.clinics.near(state, place.lat, place.lon, place.name)
+            asked = state.awaiting == Awaiting.LOCATION
+            request = await self.clinics.place_request(question, asked)
+            if request is not None:
+                return await self.clinics.search(state, request)
             return [await self.answers.answer(state, question)]
 
         return await self._handle(chatter, respond)

@@ -177,6 +177,11 @@ def contexts(conditions, lang: str) -> dict[str, dict]:
         "language": {},
         "language_set": {},
         "no_clinics": {"radius_km": 50},
+        "no_clinics_near_place": {
+            "place": "제주" if ko else "Jeju",
+            "nearest": "광주" if ko else "Gwangju",
+            "nearest_km": 186,
+        },
         "no_model": {},
         "privacy": {"model_installed": True},
         "rejected": {"reason": "too_small", "max_mb": 20, "min_side": 64},
