@@ -48,6 +48,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from knowledge.config import DEFAULT_FIRESTORE_TIMEOUT_S, StoreConfig
 from knowledge.geo import geohash_ranges, haversine_km
 from knowledge.models import (
+    AlbumPhoto,
     AnalysisRecord,
     AuditEntry,
     Clinic,
@@ -101,6 +102,7 @@ CONDITION = _Kind("condition", "conditions", "label", Condition, condition_from_
 FAQ = _Kind("faq", "faq", "id", FaqEntry, faq_from_dict)
 CLINIC = _Kind("clinic", "clinics", "id", Clinic, clinic_from_dict)
 FEEDBACK, USERS, AUDIT, ANALYSES = "feedback", "users", "audit", "analyses"
+ALBUM_PHOTOS = "album_photos"
 
 
 def _fields_of(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -628,22 +630,64 @@ class FirestoreStore:
 
         async def work() -> None:
             await self._ref(USERS, user_key).delete(retry=self._retry, timeout=self._timeout)
-            query = self._collection(FEEDBACK).where(filter=FieldFilter("user_key", "==", user_key))
-            while True:  # no cursor needed: what is deleted no longer matches
-                page = [
-                    snapshot.reference
-                    async for snapshot in query.limit(DELETE_PAGE_SIZE).stream(
-                        retry=self._retry, timeout=self._timeout
-                    )
-                ]
-                if not page:
-                    return
-                batch = self._client.batch()
-                for ref in page:
-                    batch.delete(ref)
-                await batch.commit(retry=self._retry, timeout=self._timeout)
+            await self._delete_matching(FEEDBACK, FieldFilter("user_key", "==", user_key))
+            await self._delete_matching(ALBUM_PHOTOS, FieldFilter("user_key", "==", user_key))
 
         await self._call("delete user", work())
+
+    async def _delete_matching(self, collection: str, *filters: FieldFilter) -> None:
+        """Delete every document of `collection` matching `filters`, a page at a time."""
+        query = self._collection(collection)
+        for condition in filters:
+            query = query.where(filter=condition)
+        while True:  # no cursor needed: what is deleted no longer matches
+            page = [
+                snapshot.reference
+                async for snapshot in query.limit(DELETE_PAGE_SIZE).stream(
+                    retry=self._retry, timeout=self._timeout
+                )
+            ]
+            if not page:
+                return
+            batch = self._client.batch()
+            for ref in page:
+                batch.delete(ref)
+            await batch.commit(retry=self._retry, timeout=self._timeout)
+
+    # ---- albums ---------------------------------------------------------------------------
+
+    async def add_album_photo(self, photo: AlbumPhoto) -> None:
+        check_key("album photo", photo.id)
+        # `probabilities` as JSON text, like a user's last result: label keys may hold dots.
+        data = to_dict(photo)
+        data["probabilities"] = json.dumps(photo.probabilities)
+        data["at_ts"] = timestamp(photo.at)
+        ref = self._ref(ALBUM_PHOTOS, photo.id)
+        await self._call("add album photo", ref.set(data, retry=self._retry, timeout=self._timeout))
+
+    def _album_filters(self, user_key: str, album: str) -> tuple[FieldFilter, FieldFilter]:
+        # Two equality filters on top-level fields: served by the single-field indexes.
+        return FieldFilter("user_key", "==", user_key), FieldFilter("album", "==", album)
+
+    async def album_photos(self, user_key: str, album: str) -> list[AlbumPhoto]:
+        query = self._collection(ALBUM_PHOTOS)
+        for condition in self._album_filters(user_key, album):
+            query = query.where(filter=condition)
+
+        async def work() -> list[AlbumPhoto]:
+            rows = await self._stream(query)
+            # Sorted here rather than by an order_by, which would need a composite index.
+            rows.sort(key=lambda data: (data["at_ts"], data["id"]))
+            for data in rows:
+                data["probabilities"] = json.loads(data["probabilities"])
+            return [AlbumPhoto(**_fields_of(AlbumPhoto, data)) for data in rows]
+
+        return await self._call("list album photos", work())
+
+    async def delete_album(self, user_key: str, album: str) -> None:
+        filters = self._album_filters(user_key, album)
+        await self._call("delete album", self._delete_matching(ALBUM_PHOTOS, *filters))
+
 
     # ---- analyses -------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from knowledge.geo import geohash_ranges, haversine_km
 from knowledge.models import (
+    AlbumPhoto,
     AnalysisRecord,
     AuditEntry,
     Clinic,
@@ -52,7 +53,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 Document = TypeVar("Document", Condition, FaqEntry, Clinic)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
 MIGRATIONS: list[list[str]] = [
     [
@@ -85,6 +86,12 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE analyses (
             id TEXT PRIMARY KEY, at TEXT NOT NULL, at_ts REAL NOT NULL, doc TEXT NOT NULL)""",
         "CREATE INDEX analyses_at ON analyses (at_ts)",
+    ],
+    [
+        """CREATE TABLE album_photos (
+            id TEXT PRIMARY KEY, user_key TEXT NOT NULL, album TEXT NOT NULL,
+            at_ts REAL NOT NULL, doc TEXT NOT NULL)""",
+        "CREATE INDEX album_photos_album ON album_photos (user_key, album)",
     ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -490,8 +497,39 @@ class SqliteStore:
             with _transaction(conn):
                 conn.execute("DELETE FROM users WHERE user_key = ?", (user_key,))
                 conn.execute("DELETE FROM feedback WHERE user_key = ?", (user_key,))
+                conn.execute("DELETE FROM album_photos WHERE user_key = ?", (user_key,))
 
         await self._run(delete)
+
+    # ---- albums ---------------------------------------------------------------------------
+
+    async def add_album_photo(self, photo: AlbumPhoto) -> None:
+        check_key("album photo", photo.id)
+        row = (photo.id, photo.user_key, photo.album, timestamp(photo.at), _dumps(to_dict(photo)))
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO album_photos (id, user_key, album, at_ts, doc) "
+                "VALUES (?, ?, ?, ?, ?)",
+                row,
+            )
+        )
+
+    async def album_photos(self, user_key: str, album: str) -> list[AlbumPhoto]:
+        def query(conn: sqlite3.Connection) -> list[AlbumPhoto]:
+            rows = conn.execute(
+                "SELECT doc FROM album_photos WHERE user_key = ? AND album = ? ORDER BY at_ts, id",
+                (user_key, album),
+            ).fetchall()
+            return [AlbumPhoto(**json.loads(row[0])) for row in rows]
+
+        return await self._run(query)
+
+    async def delete_album(self, user_key: str, album: str) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "DELETE FROM album_photos WHERE user_key = ? AND album = ?", (user_key, album)
+            )
+        )
 
     # ---- analyses -------------------------------------------------------------------------
 
