@@ -42,12 +42,28 @@ RESULT_KINDS = frozenset(
     }
 )
 TELEGRAM_CALLBACK_LIMIT = 64  # bytes of callback_data
+# A heatmap button of an album names its photo after the result id: "gradcam:3f2a.1".
+PHOTO_SEPARATOR = "."
 
 
 @dataclass(frozen=True)
 class Action:
     kind: ActionKind
     arg: str = ""
+
+    @classmethod
+    def heatmap_of(cls, result_id: str, photo_index: int) -> Action:
+        """"Where did it look?" in one photo of an album (0: the first)."""
+        return cls(ActionKind.HEATMAP, f"{result_id}{PHOTO_SEPARATOR}{photo_index}")
+
+    @property
+    def result_id(self) -> str:
+        return self.arg.partition(PHOTO_SEPARATOR)[0]
+
+    @property
+    def photo_index(self) -> int:
+        index = self.arg.partition(PHOTO_SEPARATOR)[2]
+        return int(index) if index else 0
 
     def encode(self) -> str:
         data = f"{self.kind}:{self.arg}" if self.arg else str(self.kind)
@@ -70,6 +86,10 @@ class Action:
                 return None
             if kind in RESULT_KINDS and not arg and kind != ActionKind.CLINIC:
                 return None
+            _, separator, index = arg.partition(PHOTO_SEPARATOR)
+            photo_number = index.isascii() and index.isdigit() and len(index) <= 2
+            if separator and not (kind == ActionKind.HEATMAP and photo_number):
+                return None
             return cls(kind, arg)
         return None
 
@@ -86,6 +106,7 @@ class LastResult:
     level: str = "see_doctor"  # "abstain", or the triage level the answer was given at
     model: str = ""
     photo_ref: str | None = None  # the transport's handle to fetch the photo again
+    photo_refs: list[str | None] = field(default_factory=list)  # an album's photos, in order
     at: str = ""
     # The skin cancer an urgent answer was about (the most likely malignant label), even when
     # it was not the top answer, and how strongly: "likely" (see a dermatologist within 2 weeks,
