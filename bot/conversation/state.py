@@ -53,7 +53,7 @@ class Action:
 
     @classmethod
     def heatmap_of(cls, result_id: str, photo_index: int) -> Action:
-        """"Where did it look?" in one photo of an album (0: the first)."""
+        """The "Where did it look?" button of one photo of an album (0: the first)."""
         return cls(ActionKind.HEATMAP, f"{result_id}{PHOTO_SEPARATOR}{photo_index}")
 
     @property

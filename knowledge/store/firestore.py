@@ -688,7 +688,6 @@ class FirestoreStore:
         filters = self._album_filters(user_key, album)
         await self._call("delete album", self._delete_matching(ALBUM_PHOTOS, *filters))
 
-
     # ---- analyses -------------------------------------------------------------------------
 
     async def record_analysis(self, record: AnalysisRecord) -> None:

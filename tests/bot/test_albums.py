@@ -100,7 +100,8 @@ async def test_an_album_is_answered_once_with_the_mean_and_a_blurry_photo_left_o
     for item in result["top"]:
         mean = (singles[0][item["label"]] + singles[1][item["label"]]) / 2
         assert item["prob"] == pytest.approx(mean, abs=1e-4)
-    assert result["label"] == max(singles[0], key=lambda label: singles[0][label] + singles[1][label])
+    summed = {label: singles[0][label] + singles[1][label] for label in singles[0]}
+    assert result["label"] == max(summed, key=summed.get)
     # A heatmap button per photo used, each fetching its own photo again.
     rid = result["id"]
     assert [a for a in actions(reply) if a.startswith("gradcam")] == [
@@ -137,9 +138,7 @@ async def test_the_photos_of_one_album_on_two_replicas_get_one_answer(store, pre
 
 async def test_an_album_of_only_blurry_photos_asks_for_a_retake(store, predictor, photos):
     conversation = replica(store, predictor)
-    ids = [
-        (await conversation.album_photo(ALICE, "g", blurred(data), None))[0] for data in photos
-    ]
+    ids = [(await conversation.album_photo(ALICE, "g", blurred(data), None))[0] for data in photos]
     [reply] = await conversation.answer_album(ALICE, "g", ids[-1])
     assert "blurry" in reply.text and "take it again" in reply.text
     assert (await store.get_user(ALICE.key)).last_result is None
