@@ -250,7 +250,12 @@ class Conversation:
     async def _care(
         self, state: UserState, action: Action, result: LastResult, *_unused: object
     ) -> Reply:
-        return await self.results.care(state, result)
+        return await self.results.section(state, result, "care")
+
+    async def _more(
+        self, state: UserState, action: Action, result: LastResult, *_unused: object
+    ) -> Reply:
+        return await self.results.section(state, result, "result_more")
 
     async def _heatmap(
         self, state: UserState, action: Action, result: LastResult, load_photo: PhotoLoader | None
@@ -338,6 +343,7 @@ BUTTONS: dict[ActionKind, ButtonHandler] = {
     ActionKind.LANGUAGE: Conversation._set_language,
     ActionKind.CLINIC: Conversation._clinic_button,
     ActionKind.CARE: Conversation._care,
+    ActionKind.MORE: Conversation._more,
     ActionKind.HEATMAP: Conversation._heatmap,
     ActionKind.FEEDBACK_RIGHT: Conversation._feedback,
     ActionKind.FEEDBACK_WRONG: Conversation._feedback,

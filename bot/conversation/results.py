@@ -279,22 +279,26 @@ class Results:
                 for index in range(len(result.photo_refs))
             ]
         care = button("button_care", ActionKind.CARE)
+        # "I can't tell" is about no one condition: nothing more to read about it.
+        more = [] if result.abstain else [button("button_more", ActionKind.MORE)]
         feedback = [
             button("button_right", ActionKind.FEEDBACK_RIGHT),
             button("button_wrong", ActionKind.FEEDBACK_WRONG),
         ]
         if result.urgent or result.abstain:
             # Seeing a doctor is the advice, so finding one comes first.
-            return [clinic, [*look, care], feedback]
-        return [[*look, care], clinic, feedback]
+            return [clinic, [*more, care], look, feedback]
+        return [[care, *more], look, clinic, feedback]
 
     # ---- what the result's buttons do -----------------------------------------------------
 
-    async def care(self, state: UserState, result: LastResult) -> Reply:
+    async def section(self, state: UserState, result: LastResult, template: str) -> Reply:
+        """One of the result's long sections, which its first message leaves out: "care"
+        (Care tips) or "result_more" (More)."""
         condition = await self.knowledge.condition(result.label)
         lang = state.language
         return self.say.reply(
-            "care",
+            template,
             state,
             level=result.level,
             urgent=result.urgent and not result.cancer_possible_only,

@@ -25,8 +25,9 @@ class ActionKind(StrEnum):
     LANGUAGE = "lang"  # /language's choice: arg is the language
     CLINIC = "clinic"  # "Find a clinic": arg is the result id, or empty (from /clinics)
     CARE = "care"  # "Care tips" of a result
+    MORE = "more"  # "More" of a result: its long sections
     HEATMAP = "gradcam"  # "Where did it look?" of a result
-    FEEDBACK_RIGHT = "feedback:yes"  # "Was this right?" answered yes / no
+    FEEDBACK_RIGHT = "feedback:yes"  # "Does it match what a doctor said?" answered yes / no
     FEEDBACK_WRONG = "feedback:no"
 
 
@@ -36,6 +37,7 @@ RESULT_KINDS = frozenset(
     {
         ActionKind.CLINIC,
         ActionKind.CARE,
+        ActionKind.MORE,
         ActionKind.HEATMAP,
         ActionKind.FEEDBACK_RIGHT,
         ActionKind.FEEDBACK_WRONG,

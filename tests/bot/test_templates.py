@@ -171,6 +171,7 @@ def contexts(conditions, lang: str) -> dict[str, dict]:
             "ranked": ranked_for("acne", conditions, lang),
             "condition": acne,
         },
+        "result_more": {"level": "self_care", "urgent": False, "condition": acne},
         "retake": {"issues": ["blurry", "too_dark"]},
         "slow_down": {"window_s": 60},
         "stale_button": {},
@@ -279,19 +280,22 @@ def test_result_and_care_for_every_label_level_and_urgency(texts, conditions, la
             }
             where = f"{lang}/{label}/{level}/urgent={urgent}"
             result = rendered(texts, conditions, "result", lang, **context)
+            more = rendered(texts, conditions, "result_more", lang, **context)
             care = rendered(texts, conditions, "care", lang, **context)
-            assert DISCLAIMER[lang] in result, where
-            assert DISCLAIMER[lang] in care, where
+            for text in (result, more, care):
+                assert DISCLAIMER[lang] in text, where
             if urgent or level == "urgent":
-                for text in (result, care):
+                for text in (result, more, care):
                     assert SELF_CARE_HEADING[lang] not in text, where
                     assert SEE_DERMATOLOGIST[lang] in text, where
                     assert first_step is None or first_step not in text, where
             elif level == "self_care" and first_step is not None:
-                assert SELF_CARE_HEADING[lang] in result, where
-                assert first_step in result and first_step in care, where
+                # The first message is short: the steps are behind "More" and "Care tips".
+                assert SELF_CARE_HEADING[lang] in more and first_step not in result, where
+                assert first_step in more and first_step in care, where
             if level == "abstain":
                 assert CANT_TELL[lang] in result, where
+                assert first_step is None or first_step not in more, where
 
 
 def test_self_care_conditions_have_care_steps(conditions):
@@ -311,15 +315,16 @@ def test_content_cannot_inject_markup(texts, conditions, lang):
     condition = condition_view(hostile, lang)
     ranked = ranked_for("acne", conditions, lang)
     ranked[0]["name"] = condition["name"]
-    for template in ("result", "care"):
+    for template in ("result", "result_more", "care"):
         text = texts.render(
             template, lang, level="self_care", urgent=False, ranked=ranked, condition=condition
         )
         assert_telegram_html(text)
         assert "<script>" not in text and "<img" not in text
-        assert "&lt;script&gt;" in text or template == "care"
-        assert "&amp;" in text
-        assert "Wash &lt;i&gt;gently&lt;/i&gt; &amp; often" in text
+        assert "Acne &lt;img src=x&gt;" in text
+        if template != "result":  # the first message names the answer; the others say more
+            assert "&lt;script&gt;" in text or template == "care"
+            assert "Wash &lt;i&gt;gently&lt;/i&gt; &amp; often" in text
 
 
 def test_the_checks_catch_bad_text(texts, conditions):
@@ -486,7 +491,9 @@ def test_every_referral_tier_names_the_cancer_and_how_likely(texts, conditions, 
                 "emergency_signs": [],
             }
             where = f"{lang}/{label}/{level}/{cancer_label}/{tier}"
-            for template in ("result", "care"):
+            for template in ("result", "result_more", "care"):
+                if template == "result_more" and (tier == "possible" or level == "abstain"):
+                    continue  # "More" of such a result is about the benign answer alone
                 text = rendered(texts, conditions, template, lang, **context)
                 # Which cancer, and how likely, whatever the tier.
                 assert str(escape(cancer["name"])) in text, where
@@ -498,7 +505,7 @@ def test_every_referral_tier_names_the_cancer_and_how_likely(texts, conditions, 
                     assert RULED_OUT[lang] in text, where
                     assert str(escape(signs[0])) in text, where  # its own warning signs
                     assert WITHIN_TWO_WEEKS[lang] not in text.split(RULED_OUT[lang])[1][:400]
-                    if level == "self_care" and first_step is not None:
+                    if level == "self_care" and first_step is not None and template == "care":
                         assert first_step in text, where  # self-care kept
 
 
