@@ -138,7 +138,18 @@ def contexts(conditions, lang: str) -> dict[str, dict]:
                     "distance_km": 1.23,
                     "map_url": "https://map.kakao.com/link/map/a%20b,37.5,127.0",
                     "sample": True,
-                }
+                    "card": True,
+                },
+                {
+                    "name": "한빛 피부과" if ko else "Hanbit Dermatology",
+                    "address": "서울 강남구 역삼로 45" if ko else "45 Yeoksam-ro, Seoul",
+                    "phone": "02-555-0102",
+                    "hours": "월-금 9:00-18:00" if ko else "Mon-Fri 9:00-18:00",
+                    "distance_km": 2.5,
+                    "map_url": "https://map.kakao.com/link/map/c,37.5,127.0",
+                    "sample": True,
+                    "card": False,
+                },
             ],
             "place": "강남구" if ko else "Gangnam",
             "condition_name": acne["name"],
@@ -357,6 +368,34 @@ def test_rejected_has_a_sentence_per_reason(texts, conditions, lang):
     assert fallback not in sentences.values()
     assert "20" in sentences[RejectReason.FILE_TOO_LARGE]
     assert "64" in sentences[RejectReason.TOO_SMALL]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_clinic_list_leaves_the_venue_cards_address_and_map_to_them(texts, conditions, lang):
+    carded, listed = contexts(conditions, lang)["clinics"]["clinics"]
+    text = rendered(texts, conditions, "clinics", lang)
+    for clinic in (carded, listed):  # every clinic once, with what only the list says
+        assert text.count(str(escape(clinic["name"]))) == 1
+        assert clinic["phone"] in text and str(escape(clinic["hours"])) in text
+    assert str(escape(carded["address"])) not in text and carded["map_url"] not in text
+    assert str(escape(listed["address"])) in text and listed["map_url"] in text
+
+
+@pytest.mark.parametrize(
+    "name, particle",
+    [
+        ("습진", "이라고"),  # ends in a consonant (batchim)
+        ("여드름", "이라고"),
+        ("사마귀", "라고"),  # ends in a vowel
+        ("아토피 피부염", "이라고"),
+        ("흑색종(멜라노마)", "라고"),  # read to the last syllable inside the brackets
+        ("지루각화증 (양성)", "이라고"),
+        ("BCC", "(이)라고"),  # not Hangul: both forms, as a person writes it
+    ],
+)
+def test_the_korean_particle_follows_the_last_syllable(texts, name, particle):
+    text = texts.render("heatmap", "ko", name=name)
+    assert f"<b>{escape(name)}</b>{particle} 판단할 때" in text
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
