@@ -13,7 +13,9 @@ stand-ins are measured on val and test, with the logits `python -m diagnosis eva
   alike than in a real album: this overstates the gain. The truth lies between the two.
 
 For each set, "single" is every photo of the set answered alone (the mean of their accuracies),
-"album" the set answered once with the combined probabilities.
+"album" the set answered once with the combined probabilities. Also printed: how often the answer
+names a condition rather than "I can't tell" (the card's abstention rule), and, for melanoma and
+BCC sets, how often the referral rule sends them to a dermatologist.
 """
 
 from __future__ import annotations
@@ -58,14 +60,25 @@ def same_label_sets(samples, size: int, rng: random.Random) -> list[list[int]]:
     return sets
 
 
-def score(sets, probs, targets, malignant, urgent_at) -> dict:
+def answered(rows: np.ndarray, card) -> np.ndarray:
+    """Which rows the bot answers with a condition rather than "I can't tell" (the card's rule:
+    a top probability of at least abstain_threshold, and not the catch-all label)."""
+    other = card.labels.index(card.other_label) if card.other_label else -1
+    return (rows.max(axis=1) >= card.abstain_threshold) & (rows.argmax(axis=1) != other)
+
+
+def score(sets, probs, targets, malignant, card) -> dict:
     single_right, album_right, single_ref, album_ref, n_mal = [], [], [], [], 0
+    single_answered, album_answered = [], []
+    urgent_at = card.urgent_threshold
     for members in sets:
         target = targets[members[0]]
         rows = probs[members]
         combined = combined_probabilities(rows)
         single_right.append(np.mean(rows.argmax(axis=1) == target))
         album_right.append(combined.argmax() == target)
+        single_answered.append(answered(rows, card).mean())
+        album_answered.append(answered(combined[None], card)[0])
         if target in malignant:
             n_mal += 1
             single_ref.append(urgent_flags(rows, malignant, urgent_at).mean())
@@ -74,6 +87,8 @@ def score(sets, probs, targets, malignant, urgent_at) -> dict:
         "sets": len(sets),
         "single_acc": float(np.mean(single_right)),
         "album_acc": float(np.mean(album_right)),
+        "single_answered": float(np.mean(single_answered)),
+        "album_answered": float(np.mean(album_answered)),
         "malignant_sets": n_mal,
         "single_referral": float(np.mean(single_ref)) if single_ref else None,
         "album_referral": float(np.mean(album_ref)) if album_ref else None,
@@ -103,7 +118,7 @@ def main() -> None:
             "same-label triples": same_label_sets(samples, 3, rng),
         }
         for name, sets in stand_ins.items():
-            r = score(sets, probs, targets, malignant, card.urgent_threshold)
+            r = score(sets, probs, targets, malignant, card)
             referral = (
                 f"; malignant referred {r['single_referral']:.3f} -> {r['album_referral']:.3f}"
                 f" ({r['malignant_sets']} sets)"
@@ -112,7 +127,9 @@ def main() -> None:
             )
             print(
                 f"{split} {name}: {r['sets']} sets, accuracy single {r['single_acc']:.3f} -> "
-                f"album {r['album_acc']:.3f} ({r['album_acc'] - r['single_acc']:+.3f}){referral}"
+                f"album {r['album_acc']:.3f} ({r['album_acc'] - r['single_acc']:+.3f}); answered "
+                f"(not \"I can't tell\") {r['single_answered']:.3f} -> {r['album_answered']:.3f}"
+                f"{referral}"
             )
 
 
