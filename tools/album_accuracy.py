@@ -128,7 +128,7 @@ def main() -> None:
             print(
                 f"{split} {name}: {r['sets']} sets, accuracy single {r['single_acc']:.3f} -> "
                 f"album {r['album_acc']:.3f} ({r['album_acc'] - r['single_acc']:+.3f}); answered "
-                f"(not \"I can't tell\") {r['single_answered']:.3f} -> {r['album_answered']:.3f}"
+                f"(not I-can't-tell) {r['single_answered']:.3f} -> {r['album_answered']:.3f}"
                 f"{referral}"
             )
 

@@ -186,7 +186,9 @@ async def test_on_a_phone_a_long_answer_is_shown_from_its_start(
 
     # "More" is longer than the screen: the page shows its start (where it begins to say
     # what it is), not its end.
+    answers = await bot.count()
     await result.get_by_role("button", name=words.word("button_more", lang)).click()
+    await expect(bot).to_have_count(answers + 1)
     more = bot.last
     await expect(more).to_contain_text(EXPECTED[lang]["disclaimer"])
     box = await more.bounding_box()
