@@ -91,7 +91,10 @@ async def test_an_album_is_answered_once_with_the_mean_and_a_blurry_photo_left_o
     [reply] = await conversation.answer_album(ALICE, "album-1", ids[2])
     assert "I looked at your 2 photos together" in reply.text
     assert "Photo 2 left out: blurry" in reply.text
-    assert "Most likely" in reply.text and "not a diagnosis" in reply.text
+    assert (
+        "Most likely" in reply.text
+        and "not a diagnosis: an automatic guess from 2 photos" in reply.text
+    )
 
     state = await store.get_user(ALICE.key)
     result = state.last_result
@@ -134,6 +137,7 @@ async def test_the_photos_of_one_album_on_two_replicas_get_one_answer(store, pre
     assert [len(replies) for replies in answers] == [0, 0, 1]
     [reply] = answers[2]
     assert "보내 주신 사진 3장을 함께 살펴봤어요" in reply.text  # Korean, BORA's language
+    assert "사진 3장으로 자동 추정한 것이며" in reply.text
 
 
 async def test_an_album_of_only_blurry_photos_asks_for_a_retake(store, predictor, photos):
