@@ -81,6 +81,10 @@ async def test_a_real_photo_gets_a_result_with_buttons_and_a_heatmap(tg, bot, ac
     assert action.time <= answer.time
     text = text_of(result)
     assert "Top 3" in text and "%" in text and "not a diagnosis" in text
+    # On a phone the first lines are what is read: the answer, how urgent, the next step.
+    headline, urgency = text.splitlines()[:2]
+    assert headline.startswith("Most likely: Acne")
+    assert urgency.startswith("Not urgent. Next step") and "First-line care" not in text
     actions = buttons_of(result)
     assert {a.split(":")[0] for a in actions} == {
         "gradcam",
@@ -109,6 +113,12 @@ async def test_a_real_photo_gets_a_result_with_buttons_and_a_heatmap(tg, bot, ac
     )
     care = "\n".join(c.params["text"] for c in tg.calls("sendMessage") if c in tg.sent[mark:])
     assert "care tips" in care and "Sources" in care and "Red flags" in care
+
+    # "More" sends the long sections: first-line care, red flags, sources.
+    before = len(tg.messages_to(user.id))
+    tg.press_button(user, result, next(a for a in actions if a.startswith("more:")))
+    [more] = await replies_after(tg, user, before, 1, timeout=15)
+    assert "First-line care" in text_of(more) and "Sources" in text_of(more)
 
     # "Was this right?" stores feedback and thanks the user.
     before = len(tg.messages_to(user.id))
