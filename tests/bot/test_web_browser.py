@@ -200,14 +200,23 @@ async def test_on_a_phone_a_long_answer_is_shown_from_its_start(
     ), "scrolled to the end"
 
     # "🔍 Photo 2" sends the second photo again: its heatmap appears.
-    async with page.expect_request("**/api/chat") as sent:
-        await result.get_by_role("button", name=f"{numbered} 2").click()
-    body = (await sent.value).post_data_buffer
-    first, second = ((dataset_dir / name).read_bytes() for name in ALBUM)
-    assert second in body and first not in body
+    # (Playwright does not show a multipart body: the page's fetch is watched instead.)
+    await page.evaluate(
+        """() => {
+        window.photosSent = [];
+        const fetchFirst = window.fetch;
+        window.fetch = (url, options) => {
+          const form = options.body instanceof FormData ? options.body : null;
+          if (form) window.photosSent.push(form.get("photo").name);
+          return fetchFirst(url, options);
+        };
+    }"""
+    )
+    await result.get_by_role("button", name=f"{numbered} 2").click()
     heatmap = page.locator("img.heatmap")
     await expect(heatmap).to_have_count(1)
     assert await heatmap.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert await page.evaluate("window.photosSent") == [Path(ALBUM[1]).name]
 
     # The clinics' phone numbers can be tapped to call.
     await result.get_by_role("button", name=words.word("button_clinic", lang)).click()
