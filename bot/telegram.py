@@ -246,15 +246,41 @@ class TelegramTransport:
         await self._photo(update, document.file_id, document.file_size)
 
     async def _photo(self, update: Update, file_id: str, size: int | None) -> None:
+        album = update.effective_message.media_group_id
+        if album is not None:
+            await self._album_photo(update, album, file_id, size)
+            return
+
         async def work(chatter: Chatter) -> list[Reply]:
-            if not self.settings.intake.fits(size):  # known from the update: no download
-                return await self.conversation.refuse(chatter, "file_too_large")
-            data = await self._download(file_id)
+            data = await self._fetch(file_id, size)
             if data is None:
                 return await self.conversation.refuse(chatter, "file_too_large")
             return await self.conversation.photo(chatter, data, photo_ref=file_id)
 
         await self._serve(update, work, action=ChatAction.TYPING)
+
+    async def _album_photo(self, update: Update, album: str, file_id: str, size: int | None):
+        """A photo of an album: kept now; the album answered once, after its last photo."""
+        photo_id = ""
+
+        async def keep(chatter: Chatter) -> list[Reply]:
+            nonlocal photo_id
+            data = await self._fetch(file_id, size)
+            photo_id, replies = await self.conversation.album_photo(chatter, album, data, file_id)
+            return replies
+
+        await self._serve(update, keep, action=ChatAction.TYPING)
+        # Outside the chat's lock, so that the album's next photos are kept meanwhile.
+        await asyncio.sleep(self.conversation.album_wait_s)
+        await self._serve(
+            update, lambda chatter: self.conversation.answer_album(chatter, album, photo_id)
+        )
+
+    async def _fetch(self, file_id: str, size: int | None) -> bytes | None:
+        """The photo's bytes; None when it is over the size limit."""
+        if not self.settings.intake.fits(size):  # known from the update: no download
+            return None
+        return await self._download(file_id)
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query

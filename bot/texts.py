@@ -30,6 +30,24 @@ def language_for(code: str | None) -> str:
     return "ko" if (code or "").lower().startswith("ko") else "en"
 
 
+HANGUL_SYLLABLES = range(0xAC00, 0xD7A4)
+
+
+def korean_particle(word: str, after_consonant: str, after_vowel: str) -> str:
+    """The form of a Korean particle that follows `word`: "이라고" after a final consonant
+    (batchim: 습진이라고, 건선이라고), "라고" after a vowel (사마귀라고). A name ending in a
+    bracket is read to the last syllable inside it; one ending in Latin letters or digits gets
+    the written both-ways form "(이)라고", as a person would write it."""
+    for char in reversed(word):
+        if ord(char) in HANGUL_SYLLABLES:
+            has_batchim = (ord(char) - HANGUL_SYLLABLES.start) % 28 != 0
+            return after_consonant if has_batchim else after_vowel
+        if char.isalnum():
+            break
+    extra = after_consonant.removesuffix(after_vowel)
+    return f"({extra}){after_vowel}" if extra != after_consonant else after_consonant
+
+
 class Texts:
     def __init__(self, directory: Path = CHAT_TEMPLATES):
         self.environment = Environment(
@@ -40,6 +58,7 @@ class Texts:
             lstrip_blocks=True,
             auto_reload=False,  # no stat() of the template file on every reply; restart to edit
         )
+        self.environment.filters["particle"] = korean_particle
 
     def render(self, template: str, lang: str, /, **context: Any) -> str:
         text = self.environment.get_template(f"{lang}/{template}.j2").render(lang=lang, **context)

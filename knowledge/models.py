@@ -127,6 +127,23 @@ class AnalysisRecord:
 
 
 @dataclass
+class AlbumPhoto:
+    """One photo of an album (several photos of one case sent together), kept until the album
+    is answered once. A row per photo, never one shared document: the photos of one album may
+    reach different replicas at the same moment, and adding rows loses none of them.
+    What the photo showed, never the photo."""
+
+    id: str  # unique per photo; the album is answered by the replica holding the last one
+    user_key: str
+    album: str  # the transport's album id (Telegram's media_group_id)
+    at: str  # ISO 8601, UTC: arrival, which orders the album's photos
+    photo_ref: str | None = None  # the transport's handle to fetch it again (the heatmap)
+    probabilities: dict[str, float] = field(default_factory=dict)  # empty: left out
+    left_out: str = ""  # why it was not used: an intake refusal or "quality"
+    issues: list[str] = field(default_factory=list)  # the quality problems, when "quality"
+
+
+@dataclass
 class UserState:
     """Per-user state kept in the store so that several bot replicas can serve one user."""
 

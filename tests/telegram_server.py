@@ -795,6 +795,7 @@ class FakeTelegram:
         self._paths: dict[str, StoredFile] = {}
         self._photo_sets: dict[str, list[dict]] = {}
         self._file_counter = 0
+        self._album_counter = 0
         self._commands: dict[tuple[str, str], list[dict]] = {}
         self._faults: list[_Fault] = []
         self._poll_generation = 0
@@ -972,6 +973,27 @@ class FakeTelegram:
         if caption:
             content["caption"] = caption
         return self._inject_message(user, content, None)
+
+    def send_media_group(
+        self, user: FakeUser, photos: list[bytes], *, caption: str | None = None
+    ) -> list[int]:
+        """An album, as a user's client sends it (sendMediaGroup, 2 to 10 photos): the bot gets
+        one message per photo, each its own update, all with the same ``media_group_id``; a
+        caption comes with the first photo only. Returns the update ids."""
+        if not 2 <= len(photos) <= 10:
+            raise ValueError("an album holds 2 to 10 photos")
+        self._album_counter += 1
+        group = str(13_000_000_000_000_000 + self._album_counter)  # Telegram's look: digits
+        updates = []
+        for number, data in enumerate(photos):
+            content: dict[str, Any] = {
+                "media_group_id": group,
+                "photo": self._store_photo(bytes(data), None, None),
+            }
+            if caption and number == 0:
+                content["caption"] = caption
+            updates.append(self._inject_message(user, content, None))
+        return updates
 
     def send_document(
         self,

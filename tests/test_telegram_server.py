@@ -210,6 +210,40 @@ async def test_polling_round_trips(tg, polling_app):
     assert tg.unknown_calls == [] and tg.bad_requests == []
 
 
+async def test_an_album_arrives_as_one_update_per_photo_with_one_media_group_id(tg):
+    app = build_app(tg)
+    seen: list[tuple[str | None, str | None, bytes]] = []
+
+    async def on_album_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        data = bytes(await (await message.photo[-1].get_file()).download_as_bytearray())
+        seen.append((message.media_group_id, message.caption, data))
+
+    app.handlers[0].clear()
+    app.add_handler(MessageHandler(filters.PHOTO, on_album_photo))
+    photos = [jpeg((200, 40, 40)), jpeg((40, 200, 40)), jpeg((40, 40, 200))]
+    alice = tg.user()
+    async with app:
+        await app.start()
+        await app.updater.start_polling(poll_interval=0, timeout=1)
+        updates = tg.send_media_group(alice, photos, caption="my arm")
+        for _ in range(200):  # until the handler has downloaded all three
+            if len(seen) == 3:
+                break
+            await asyncio.sleep(0.05)
+        await app.updater.stop()
+        await app.stop()
+    assert len(set(updates)) == 3
+    groups = {group for group, _, _ in seen}
+    assert len(groups) == 1 and groups.pop().isdigit()
+    assert [caption for _, caption, _ in seen] == ["my arm", None, None]
+    assert [data for _, _, data in seen] == photos  # in the order sent, each its own file
+    other = tg.send_media_group(alice, photos[:2])
+    assert tg.updates[other[0]]["message"]["media_group_id"] != seen[0][0]
+    with pytest.raises(ValueError, match="2 to 10"):
+        tg.send_media_group(alice, photos[:1])
+
+
 async def test_dozens_of_concurrent_users(tg, polling_app):
     users = [tg.user(first_name=f"User{n}") for n in range(40)]
     photos = {

@@ -93,8 +93,11 @@ class Clinics:
                 "distance_km": round(distance, 1),
                 "map_url": map_url(clinic.lat, clinic.lon, clinic.name.get(lang, "")),
                 "sample": clinic.sample,
+                # Its address and map come as a venue card (a map pin) after the list: the
+                # list does not repeat them.
+                "card": number < VENUES_SENT,
             }
-            for clinic, distance in found
+            for number, (clinic, distance) in enumerate(found)
         ]
         condition = await self.knowledge.condition(label) if label else None
         listing = Reply(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 LANGUAGE_BUTTONS = {"en": "English", "ko": "한국어"}  # each in its own language
 
 
+# How long after an album's photo the album is answered, unless another photo of it arrived
+# meanwhile. Telegram delivers an album's photos within milliseconds of each other.
+ALBUM_WAIT_S = 1.0
+
+
 @dataclass(frozen=True)
 class FloodLimit:
     max_messages: int = 20
@@ -58,8 +64,10 @@ class Conversation:
         decode_slots: DecodeSlots | None = None,
         encoder: SentenceEncoder | None = None,
         encoding_wait_s: float = ENCODING_WAIT_S,
+        album_wait_s: float = ALBUM_WAIT_S,
     ):
         self.store = store
+        self.album_wait_s = album_wait_s
         self.flood = flood
         self.texts = texts or default_texts()
         self.clock = clock
@@ -123,6 +131,44 @@ class Conversation:
                 return [answer]
             # Then what a photo cannot show, when questions fit the answer (checklist.py).
             return [answer, *await self.checklist.offer(state)]
+
+        return await self._handle(chatter, respond)
+
+    async def album_photo(
+        self, chatter: Chatter, album: str, data: bytes | None, photo_ref: str | None = None
+    ) -> tuple[str, list[Reply]]:
+        """One photo of an album (Telegram's media_group_id; `data` None: too large to fetch):
+        checked, analysed and kept in the store with the album's others, unanswered. Returns
+        its id and what to say now (usually nothing); `album_wait_s` later the transport calls
+        `answer_album` with that id, outside its per-chat lock so the next photos get in."""
+        photo_id = uuid.uuid4().hex
+
+        async def respond(state: UserState) -> list[Reply]:
+            photo = await self.results.examine(state, album, data, photo_ref, photo_id)
+            reply = await self.results.keep_album_photo(state, photo)
+            return [reply] if reply is not None else []
+
+        return photo_id, await self._handle(chatter, respond)
+
+    async def answer_album(self, chatter: Chatter, album: str, photo_id: str) -> list[Reply]:
+        """The album's one answer when `photo_id` is its last photo (whichever replica holds
+        it); nothing otherwise. Not a message of its own: the flood limit counted the photos."""
+
+        async def respond(state: UserState) -> list[Reply]:
+            return await self.results.answer_album(state, album, photo_id)
+
+        return await self._handle(chatter, respond, counted=False)
+
+    async def photos(self, chatter: Chatter, photos: list[bytes | None]) -> list[Reply]:
+        """Several photos of one case at once (the web chat's upload): one answer."""
+
+        async def respond(state: UserState) -> list[Reply]:
+            album = uuid.uuid4().hex
+            examined = [
+                await self.results.examine(state, album, data, None, f"{album}-{number}")
+                for number, data in enumerate(photos)
+            ]
+            return [await self.results.answer_photos(state, examined)]
 
         return await self._handle(chatter, respond)
 
@@ -224,12 +270,17 @@ class Conversation:
     async def _care(
         self, state: UserState, action: Action, result: LastResult, *_unused: object
     ) -> Reply:
-        return await self.results.care(state, result)
+        return await self.results.section(state, result, "care")
+
+    async def _more(
+        self, state: UserState, action: Action, result: LastResult, *_unused: object
+    ) -> Reply:
+        return await self.results.section(state, result, "result_more")
 
     async def _heatmap(
         self, state: UserState, action: Action, result: LastResult, load_photo: PhotoLoader | None
     ) -> Reply:
-        return await self.results.heatmap(state, result, load_photo)
+        return await self.results.heatmap(state, result, load_photo, action.photo_index)
 
     async def _checklist_answer(
         self, state: UserState, action: Action, result: LastResult, *_unused: object
@@ -245,10 +296,14 @@ class Conversation:
     # ---- every update ---------------------------------------------------------------------
 
     async def _handle(
-        self, chatter: Chatter, respond: Callable[[UserState], Awaitable[list[Reply]]]
+        self,
+        chatter: Chatter,
+        respond: Callable[[UserState], Awaitable[list[Reply]]],
+        counted: bool = True,
     ) -> list[Reply]:
+        """`counted`: the update counts toward the flood limit (all but an album's answer)."""
         state = await self._load(chatter)
-        flooded = self._over_flood_limit(state)
+        flooded = self._over_flood_limit(state) if counted else None
         if flooded is not None:
             await self._save(state)
             if not flooded:
@@ -313,6 +368,7 @@ BUTTONS: dict[ActionKind, ButtonHandler] = {
     ActionKind.LANGUAGE: Conversation._set_language,
     ActionKind.CLINIC: Conversation._clinic_button,
     ActionKind.CARE: Conversation._care,
+    ActionKind.MORE: Conversation._more,
     ActionKind.HEATMAP: Conversation._heatmap,
     ActionKind.FEEDBACK_RIGHT: Conversation._feedback,
     ActionKind.FEEDBACK_WRONG: Conversation._feedback,

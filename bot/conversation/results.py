@@ -2,6 +2,8 @@
 
 A photo's way through, in order: analyse it (diagnosis/), look up the care content of the
 conditions it may be (knowledge/), decide the answer (`LastResult`), record it, render it.
+Several photos of one case (an album) are each analysed and checked, kept in the store until
+the last has arrived, and answered once from the mean of their probabilities.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from diagnosis.analysis import analyse_photo, explain_photo
 from diagnosis.intake import DecodeSlots, ImageRejected, IntakeLimits
 from diagnosis.quality import QualityThresholds
 from diagnosis.serving import Prediction, Predictor
-from knowledge.models import AnalysisRecord, Feedback, Triage, UserState
+from diagnosis.serving.postprocess import combine_predictions
+from knowledge.models import AlbumPhoto, AnalysisRecord, Feedback, Triage, UserState
 from knowledge.resilient import ResilientKnowledge
 from knowledge.store import KnowledgeStore, StoreError
 from knowledge.store.rules import now_iso
@@ -67,7 +70,76 @@ class Results:
         if analysis.prediction is None:
             issues = [str(issue) for issue in analysis.quality.reasons]
             return self.say.reply("retake", state, issues=issues)
-        return await self._answer(state, analysis.prediction, photo_ref)
+        return await self._answer(state, analysis.prediction, [photo_ref])
+
+    # ---- several photos of one case -------------------------------------------------------
+
+    async def examine(
+        self, state: UserState, album: str, data: bytes | None, photo_ref: str | None, photo_id: str
+    ) -> AlbumPhoto:
+        """What one photo of an album shows, or why it is left out (`data` None: too large)."""
+        photo = AlbumPhoto(
+            id=photo_id, user_key=state.user_key, album=album, at=now_iso(), photo_ref=photo_ref
+        )
+        if data is None:
+            photo.left_out = "file_too_large"
+        elif self.predictor is not None:
+            analysis = await analyse_photo(data, self.predictor, self.intake, self.quality)
+            if analysis.rejected is not None:
+                photo.left_out = str(analysis.rejected.reason)
+            elif analysis.prediction is None:
+                photo.left_out = "quality"
+                photo.issues = [str(issue) for issue in analysis.quality.reasons]
+            else:
+                photo.probabilities = analysis.prediction.probabilities
+        return photo
+
+    async def keep_album_photo(self, state: UserState, photo: AlbumPhoto) -> Reply | None:
+        """Keep an album's photo for the answer to come (in the store: the album's photos may
+        reach different replicas). Without the store, this photo is answered on its own."""
+        try:
+            await self.store.add_album_photo(photo)
+        except StoreError as exc:
+            log.warning("album photo not kept, answered alone: %s", exc)
+            return await self.answer_photos(state, [photo])
+        return None
+
+    async def answer_album(self, state: UserState, album: str, photo_id: str) -> list[Reply]:
+        """The album's one answer, given for its last photo; nothing for the others."""
+        try:
+            photos = await self.store.album_photos(state.user_key, album)
+        except StoreError as exc:
+            log.warning("album photos unavailable: %s", exc)
+            return [self.say.reply("store_down", state)]
+        if not photos or photos[-1].id != photo_id:
+            return []
+        try:
+            await self.store.delete_album(state.user_key, album)
+        except StoreError as exc:  # harmless: a later photo of it would start a new answer
+            log.warning("answered album not deleted: %s", exc)
+        return [await self.answer_photos(state, photos)]
+
+    async def answer_photos(self, state: UserState, photos: list[AlbumPhoto]) -> Reply:
+        """One answer for several photos of one case: the usable ones combined (the mean of
+        their calibrated probabilities), the others named as left out and why."""
+        if self.predictor is None:
+            return self.say.reply("no_model", state)
+        used = [photo for photo in photos if photo.probabilities]
+        left_out = [
+            {"number": number, "reason": photo.left_out, "issues": photo.issues}
+            for number, photo in enumerate(photos, 1)
+            if not photo.probabilities
+        ]
+        if not used:
+            issues = sorted({issue for photo in photos for issue in photo.issues})
+            if issues:
+                return self.say.reply("retake", state, issues=issues)
+            return self.rejected(state, photos[0].left_out)
+        prediction = combine_predictions(
+            [photo.probabilities for photo in used], self.predictor.card
+        )
+        refs = [photo.photo_ref for photo in used]
+        return await self._answer(state, prediction, refs, photos=len(photos), left_out=left_out)
 
     def rejected(self, state: UserState, reason: str) -> Reply:
         return self.say.reply(
@@ -79,8 +151,15 @@ class Results:
         )
 
     async def _answer(
-        self, state: UserState, prediction: Prediction, photo_ref: str | None
+        self,
+        state: UserState,
+        prediction: Prediction,
+        photo_refs: list[str | None],
+        photos: int = 1,
+        left_out: list[dict] | None = None,
     ) -> Reply:
+        """`photo_refs`: the photos the prediction is from (several: an album), for their
+        heatmaps; `photos` of them were sent, `left_out` say which were not used and why."""
         lang = state.language
         # 1. The care content of every condition shown.
         conditions = {
@@ -101,7 +180,8 @@ class Results:
             urgent=urgent,
             level="abstain" if prediction.abstain else triage_level(best, likely),
             model=prediction.model_version,
-            photo_ref=photo_ref,
+            photo_ref=photo_refs[0],
+            photo_refs=photo_refs if len(photo_refs) > 1 else [],
             at=now_iso(),
             cancer=cancer[0] if cancer else None,
             cancer_prob=round(cancer[1], 4) if cancer else 0.0,
@@ -131,6 +211,9 @@ class Results:
             condition=condition_view(best, lang),
             cancer=await self._cancer_view(result, lang),
             emergency_signs=await self._emergency_signs(result, lang),
+            photos=photos,
+            used=len(photo_refs),
+            left_out=left_out or [],
         )
         return Reply(text=text, buttons=self._buttons(state, result))
 
@@ -184,24 +267,34 @@ class Results:
             return Button.of(self.say.word(word, state), Action(kind, result.id))
 
         clinic = [button("button_clinic", ActionKind.CLINIC)]
-        look = button("button_gradcam", ActionKind.HEATMAP)
+        look = [button("button_gradcam", ActionKind.HEATMAP)]
+        if result.photo_refs:  # an album: where it looked in each photo
+            numbered = self.say.word("button_gradcam_photo", state)
+            look = [
+                Button.of(f"{numbered} {index + 1}", Action.heatmap_of(result.id, index))
+                for index in range(len(result.photo_refs))
+            ]
         care = button("button_care", ActionKind.CARE)
+        # "I can't tell" is about no one condition: nothing more to read about it.
+        more = [] if result.abstain else [button("button_more", ActionKind.MORE)]
         feedback = [
             button("button_right", ActionKind.FEEDBACK_RIGHT),
             button("button_wrong", ActionKind.FEEDBACK_WRONG),
         ]
         if result.urgent or result.abstain:
             # Seeing a doctor is the advice, so finding one comes first.
-            return [clinic, [look, care], feedback]
-        return [[look, care], clinic, feedback]
+            return [clinic, [*more, care], look, feedback]
+        return [[care, *more], look, clinic, feedback]
 
     # ---- what the result's buttons do -----------------------------------------------------
 
-    async def care(self, state: UserState, result: LastResult) -> Reply:
+    async def section(self, state: UserState, result: LastResult, template: str) -> Reply:
+        """One of the result's long sections, which its first message leaves out: "care"
+        (Care tips) or "result_more" (More)."""
         condition = await self.knowledge.condition(result.label)
         lang = state.language
         return self.say.reply(
-            "care",
+            template,
             state,
             level=result.level,
             urgent=result.urgent and not result.cancer_possible_only,
@@ -210,9 +303,16 @@ class Results:
         )
 
     async def heatmap(
-        self, state: UserState, result: LastResult, load_photo: PhotoLoader | None
+        self,
+        state: UserState,
+        result: LastResult,
+        load_photo: PhotoLoader | None,
+        photo_index: int = 0,
     ) -> Reply:
-        data = await load_photo(result.photo_ref) if load_photo is not None else None
+        refs = result.photo_refs or [result.photo_ref]
+        if photo_index >= len(refs):
+            return self.say.reply("heatmap_unavailable", state)
+        data = await load_photo(refs[photo_index]) if load_photo is not None else None
         if not data or self.predictor is None:
             return self.say.reply("heatmap_unavailable", state)
         try:

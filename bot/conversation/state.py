@@ -25,8 +25,9 @@ class ActionKind(StrEnum):
     LANGUAGE = "lang"  # /language's choice: arg is the language
     CLINIC = "clinic"  # "Find a clinic": arg is the result id, or empty (from /clinics)
     CARE = "care"  # "Care tips" of a result
+    MORE = "more"  # "More" of a result: its long sections
     HEATMAP = "gradcam"  # "Where did it look?" of a result
-    FEEDBACK_RIGHT = "feedback:yes"  # "Was this right?" answered yes / no
+    FEEDBACK_RIGHT = "feedback:yes"  # "Does it match what a doctor said?" answered yes / no
     FEEDBACK_WRONG = "feedback:no"
     CHECKLIST = "check"  # a checklist answer: arg is "<result id>:<question id>:<answer>"
 
@@ -37,6 +38,7 @@ RESULT_KINDS = frozenset(
     {
         ActionKind.CLINIC,
         ActionKind.CARE,
+        ActionKind.MORE,
         ActionKind.HEATMAP,
         ActionKind.FEEDBACK_RIGHT,
         ActionKind.FEEDBACK_WRONG,
@@ -44,6 +46,8 @@ RESULT_KINDS = frozenset(
     }
 )
 TELEGRAM_CALLBACK_LIMIT = 64  # bytes of callback_data
+# A heatmap button of an album names its photo after the result id: "gradcam:3f2a.1".
+PHOTO_SEPARATOR = "."
 
 
 @dataclass(frozen=True)
@@ -51,16 +55,27 @@ class Action:
     kind: ActionKind
     arg: str = ""
 
+    @classmethod
+    def heatmap_of(cls, result_id: str, photo_index: int) -> Action:
+        """The "Where did it look?" button of one photo of an album (0: the first)."""
+        return cls(ActionKind.HEATMAP, f"{result_id}{PHOTO_SEPARATOR}{photo_index}")
+
+    @property
+    def result_id(self) -> str:
+        """The result a result's button belongs to: its arg up to what some kinds carry after
+        the id (an album photo's number after ".", a checklist answer after ":")."""
+        return self.arg.partition(PHOTO_SEPARATOR)[0].partition(":")[0]
+
+    @property
+    def photo_index(self) -> int:
+        index = self.arg.partition(PHOTO_SEPARATOR)[2]
+        return int(index) if index else 0
+
     def encode(self) -> str:
         data = f"{self.kind}:{self.arg}" if self.arg else str(self.kind)
         if len(data.encode()) > TELEGRAM_CALLBACK_LIMIT:
             raise ValueError(f"button data over Telegram's {TELEGRAM_CALLBACK_LIMIT} bytes")
         return data
-
-    @property
-    def result_id(self) -> str:
-        """The result a result's button belongs to (a checklist answer carries more after it)."""
-        return self.arg.partition(":")[0]
 
     @classmethod
     def parse(cls, data: str) -> Action | None:
@@ -76,6 +91,10 @@ class Action:
             if kind == ActionKind.LANGUAGE and arg not in LANGUAGES:
                 return None
             if kind in RESULT_KINDS and not arg and kind != ActionKind.CLINIC:
+                return None
+            _, separator, index = arg.partition(PHOTO_SEPARATOR)
+            photo_number = index.isascii() and index.isdigit() and len(index) <= 2
+            if separator and not (kind == ActionKind.HEATMAP and photo_number):
                 return None
             return cls(kind, arg)
         return None
@@ -93,6 +112,7 @@ class LastResult:
     level: str = "see_doctor"  # "abstain", or the triage level the answer was given at
     model: str = ""
     photo_ref: str | None = None  # the transport's handle to fetch the photo again
+    photo_refs: list[str | None] = field(default_factory=list)  # an album's photos, in order
     at: str = ""
     # The skin cancer an urgent answer was about (the most likely malignant label), even when
     # it was not the top answer, and how strongly: "likely" (see a dermatologist within 2 weeks,

@@ -26,6 +26,7 @@ from knowledge.geo import is_coordinate
 from knowledge.models import LANGUAGES
 
 SESSION_COOKIE = "skincare_session"
+MAX_PHOTOS = 10  # one turn's photos of one case, as many as a Telegram album holds
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32}")  # secrets.token_urlsafe(24): 24 bytes, base64url
 WEB_WORDS = (
     "button_send_location",
@@ -96,7 +97,8 @@ def _session(request: web.Request, response: web.StreamResponse | None = None) -
 async def chat(request: web.Request) -> web.Response:
     """One chat turn. JSON `{"kind": "text"|"command"|"button"|"location", ...}`, or multipart
     with a `photo` (kind "photo", or "button" for the heatmap, which needs the photo again:
-    the server does not keep it). Answers `{"replies": [...]}`, the Conversation's replies."""
+    the server does not keep it); several `photo` fields are several photos of one case,
+    answered once. Answers `{"replies": [...]}`, the Conversation's replies."""
     assistant = request.app[ASSISTANT]
     conversation = assistant.conversation
     session = request.cookies.get(SESSION_COOKIE)
@@ -109,14 +111,17 @@ async def chat(request: web.Request) -> web.Response:
         return response
     try:
         async with body_deadline(request):
-            fields, photo = await _read_chat_request(request, assistant.settings.intake)
+            fields, photos = await _read_chat_request(request, assistant.settings.intake)
     except MALFORMED:
         return web.json_response({"error": "bad_body"}, status=400)
     secret = assistant.settings.user_key_secret
     lang = fields.get("lang") if fields.get("lang") in LANGUAGES else pick_language(request)
     chatter = Chatter(key=user_key(secret, "web", session), language_code=lang)
-    kind = fields.get("kind", "photo" if photo is not None else "")
-    if kind == "photo":
+    photo = photos[0] if photos else None
+    kind = fields.get("kind", "photo" if photos else "")
+    if kind == "photo" and len(photos) > 1:
+        replies = await conversation.photos(chatter, photos)
+    elif kind == "photo":
         if photo is None:
             replies = await conversation.refuse(chatter, "file_too_large")
         else:
@@ -153,27 +158,29 @@ def _reply_json(reply: Reply) -> dict:
 
 async def _read_chat_request(
     request: web.Request, limits: IntakeLimits
-) -> tuple[dict, bytes | None]:
-    """The request's fields and its photo (None: none sent, or over the size limit)."""
+) -> tuple[dict, list[bytes | None]]:
+    """The request's fields and its photos, in order (None for one over the size limit, after
+    which nothing more is read; photos beyond MAX_PHOTOS are not read at all)."""
     if not request.content_type.startswith("multipart/"):
         try:
             fields = await small_json(request)
         except (json.JSONDecodeError, UnicodeDecodeError, LookupError):
             fields = {}
-        return (fields if isinstance(fields, dict) else {}), None
+        return (fields if isinstance(fields, dict) else {}), []
     fields: dict = {}
-    photo: bytes | None = None
+    photos: list[bytes | None] = []
     reader = await request.multipart()
     async for part in reader:
         if part.name == "photo":
-            photo = await _read_part(part, limits)
-            if photo is None:
-                fields.setdefault("kind", "photo")
-                return fields, None
+            if len(photos) == MAX_PHOTOS:
+                break
+            photos.append(await _read_part(part, limits))
+            if photos[-1] is None:  # over the limit: read no further than that
+                break
         elif part.name:
             fields[part.name] = (await small_field(part))[:4096]
         check_body_size(request)
-    return fields, photo
+    return fields, photos
 
 
 async def analyse(request: web.Request) -> web.Response:

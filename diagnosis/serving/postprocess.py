@@ -66,6 +66,22 @@ def predictions_from_logits(logits: np.ndarray, card: ModelCard) -> list[Predict
     ]
 
 
+def combined_probabilities(rows: np.ndarray) -> np.ndarray:
+    """Several photos of one case as one answer: the mean of their calibrated probabilities.
+
+    Measured against single photos on val and test (tools/album_accuracy.py, docs/model-report.md);
+    a mean keeps the result calibrated-looking and lets one clear photo outweigh a vague one.
+    """
+    return np.asarray(rows, dtype=np.float64).mean(axis=0)
+
+
+def combine_predictions(probabilities: list[dict[str, float]], card: ModelCard) -> Prediction:
+    """One `Prediction` for several photos of the same spot (an album), from each photo's
+    `Prediction.probabilities` (a label the card lacks counts as 0)."""
+    rows = [[probs.get(label, 0.0) for label in card.labels] for probs in probabilities]
+    return prediction_from_probabilities(combined_probabilities(np.array(rows)), card)
+
+
 def prediction_from_probabilities(probs: np.ndarray, card: ModelCard) -> Prediction:
     order = np.argsort(-probs, kind="stable")[:TOP_K]
     top = tuple(

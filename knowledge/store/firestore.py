@@ -49,6 +49,7 @@ from knowledge.config import DEFAULT_FIRESTORE_TIMEOUT_S, StoreConfig
 from knowledge.geo import geohash_ranges, haversine_km
 from knowledge.models import (
     AdminSessionRecord,
+    AlbumPhoto,
     AnalysisRecord,
     AuditEntry,
     ChecklistQuestion,
@@ -110,6 +111,7 @@ QUESTION = _Kind("question", "questions", "id", ChecklistQuestion, question_from
 FEEDBACK, USERS, AUDIT, ANALYSES = "feedback", "users", "audit", "analyses"
 ADMIN_SESSIONS = "admin_sessions"
 OUTBOX, OUTBOX_GUARDS, SEEN_UPDATES = "outbox", "outbox_guards", "seen_updates"
+ALBUM_PHOTOS = "album_photos"
 
 
 def _fields_of(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -672,8 +674,48 @@ class FirestoreStore:
             await self._ref(USERS, user_key).delete(retry=self._retry, timeout=self._timeout)
             query = self._collection(FEEDBACK).where(filter=FieldFilter("user_key", "==", user_key))
             await self._delete_matching(query)
+            query = self._collection(ALBUM_PHOTOS).where(
+                filter=FieldFilter("user_key", "==", user_key)
+            )
+            await self._delete_matching(query)
 
         await self._call("delete user", work())
+
+    # ---- albums ---------------------------------------------------------------------------
+
+    async def add_album_photo(self, photo: AlbumPhoto) -> None:
+        check_key("album photo", photo.id)
+        # `probabilities` as JSON text, like a user's last result: label keys may hold dots.
+        data = to_dict(photo)
+        data["probabilities"] = json.dumps(photo.probabilities)
+        data["at_ts"] = timestamp(photo.at)
+        ref = self._ref(ALBUM_PHOTOS, photo.id)
+        await self._call("add album photo", ref.set(data, retry=self._retry, timeout=self._timeout))
+
+    def _album_query(self, user_key: str, album: str):
+        # Two equality filters on top-level fields: served by the single-field indexes.
+        return (
+            self._collection(ALBUM_PHOTOS)
+            .where(filter=FieldFilter("user_key", "==", user_key))
+            .where(filter=FieldFilter("album", "==", album))
+        )
+
+    async def album_photos(self, user_key: str, album: str) -> list[AlbumPhoto]:
+        query = self._album_query(user_key, album)
+
+        async def work() -> list[AlbumPhoto]:
+            rows = await self._stream(query)
+            # Sorted here rather than by an order_by, which would need a composite index.
+            rows.sort(key=lambda data: (data["at_ts"], data["id"]))
+            for data in rows:
+                data["probabilities"] = json.loads(data["probabilities"])
+            return [AlbumPhoto(**_fields_of(AlbumPhoto, data)) for data in rows]
+
+        return await self._call("list album photos", work())
+
+    async def delete_album(self, user_key: str, album: str) -> None:
+        query = self._album_query(user_key, album)
+        await self._call("delete album", self._delete_matching(query))
 
     # ---- analyses -------------------------------------------------------------------------
 

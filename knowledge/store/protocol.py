@@ -13,6 +13,7 @@ from typing import Protocol
 
 from knowledge.models import (
     AdminSessionRecord,
+    AlbumPhoto,
     AnalysisRecord,
     AuditEntry,
     ChecklistQuestion,
@@ -107,6 +108,12 @@ class KnowledgeStore(Protocol):
     async def get_user(self, user_key: str) -> UserState | None: ...
     async def save_user(self, state: UserState) -> None: ...
     async def delete_user(self, user_key: str) -> None: ...
+
+    # The photos of an album waiting to be answered together (delete_user deletes them too).
+    # album_photos: in arrival order (`at`, then id), the same order for every replica.
+    async def add_album_photo(self, photo: AlbumPhoto) -> None: ...
+    async def album_photos(self, user_key: str, album: str) -> list[AlbumPhoto]: ...
+    async def delete_album(self, user_key: str, album: str) -> None: ...
 
     # One record per analysed photo (no photo, no user key), for admin statistics. `since` is
     # an ISO 8601 instant, inclusive; oldest first (records of the same instant in any order).

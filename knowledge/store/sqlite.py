@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from knowledge.geo import geohash_ranges, haversine_km
 from knowledge.models import (
     AdminSessionRecord,
+    AlbumPhoto,
     AnalysisRecord,
     AuditEntry,
     ChecklistQuestion,
@@ -59,7 +60,7 @@ _SESSION_COLUMNS = ", ".join(field.name for field in dataclasses.fields(AdminSes
 log = logging.getLogger(__name__)
 Document = TypeVar("Document", Condition, FaqEntry, Clinic, ChecklistQuestion)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
 MIGRATIONS: list[list[str]] = [
     [
@@ -109,6 +110,12 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE questions (
             id TEXT PRIMARY KEY, version INTEGER NOT NULL, updated_by TEXT NOT NULL,
             updated_at TEXT NOT NULL, doc TEXT NOT NULL)""",
+    ],
+    [
+        """CREATE TABLE album_photos (
+            id TEXT PRIMARY KEY, user_key TEXT NOT NULL, album TEXT NOT NULL,
+            at_ts REAL NOT NULL, doc TEXT NOT NULL)""",
+        "CREATE INDEX album_photos_album ON album_photos (user_key, album)",
     ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -530,8 +537,39 @@ class SqliteStore:
             with _transaction(conn):
                 conn.execute("DELETE FROM users WHERE user_key = ?", (user_key,))
                 conn.execute("DELETE FROM feedback WHERE user_key = ?", (user_key,))
+                conn.execute("DELETE FROM album_photos WHERE user_key = ?", (user_key,))
 
         await self._run(delete)
+
+    # ---- albums ---------------------------------------------------------------------------
+
+    async def add_album_photo(self, photo: AlbumPhoto) -> None:
+        check_key("album photo", photo.id)
+        row = (photo.id, photo.user_key, photo.album, timestamp(photo.at), _dumps(to_dict(photo)))
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO album_photos (id, user_key, album, at_ts, doc) "
+                "VALUES (?, ?, ?, ?, ?)",
+                row,
+            )
+        )
+
+    async def album_photos(self, user_key: str, album: str) -> list[AlbumPhoto]:
+        def query(conn: sqlite3.Connection) -> list[AlbumPhoto]:
+            rows = conn.execute(
+                "SELECT doc FROM album_photos WHERE user_key = ? AND album = ? ORDER BY at_ts, id",
+                (user_key, album),
+            ).fetchall()
+            return [AlbumPhoto(**json.loads(row[0])) for row in rows]
+
+        return await self._run(query)
+
+    async def delete_album(self, user_key: str, album: str) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "DELETE FROM album_photos WHERE user_key = ? AND album = ?", (user_key, album)
+            )
+        )
 
     # ---- analyses -------------------------------------------------------------------------
 

@@ -69,11 +69,15 @@ async def admin_server(tmp_path):
 
 
 async def acne_answer(app, dataset_dir) -> str:
-    """The conversation core's reply to an acne photo, in Korean."""
+    """The conversation core's reply to an acne photo, in Korean, with its "More"."""
     conversation = app[ASSISTANT].conversation
     conversation.predictor = AcnePredictor(conversation.predictor)
     photo = (dataset_dir / "acne" / "dermnet-0121064acd137936.jpg").read_bytes()
-    replies = await conversation.photo(Chatter("web-admin-browser", "ko"), photo)
+    chatter = Chatter("web-admin-browser", "ko")
+    replies = await conversation.photo(chatter, photo)
+    buttons = [button.action for row in replies[-1].buttons for button in row]
+    more = next(action for action in buttons if action.startswith("more:"))
+    replies += await conversation.button(chatter, more)
     return "\n".join(reply.text for reply in replies)
 
 

@@ -97,10 +97,10 @@ async def test_stats_over_the_last_day_and_week(admin):
     assert "Photos analysed: 3 (Telegram 2, web chat 1)" in day
     assert "answers: 33%" in day  # 1 of 3 was "I can't tell"
     assert 'Urgent ("see a dermatologist soon"): 33%' in day
-    assert "1 right, 1 wrong" in day and "Acne: 👍 1 · 👎 1" in day and "Eczema" not in day
+    assert "1 yes, 1 no" in day and "Acne: 👍 1 · 👎 1" in day and "Eczema" not in day
     assert "Photos analysed: 5 (Telegram 4, web chat 1)" in week
     assert "answers: 20%" in week and 'soon"): 20%' in week
-    assert "2 right, 1 wrong" in week
+    assert "2 yes, 1 no" in week
     assert week.index("Acne: 👍 1 · 👎 1") < week.index("Eczema: 👍 1 · 👎 0")
     assert "Melanoma:" not in week, "feedback older than a week is left out"
     assert "tg-user" not in text and "mosquito" not in text

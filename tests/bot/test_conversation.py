@@ -237,16 +237,22 @@ async def test_language_button_overrides_the_locale_for_good(conversation, make_
 
 async def test_real_photo_gets_a_self_care_result(conversation, store, acne_photo):
     reply = only(await conversation.photo(ALICE, acne_photo, photo_ref="file-123"))
-    assert reply.text.startswith("Most likely: <b>Acne</b>")
-    assert FIRST_LINE_CARE in reply.text and DISCLAIMER in reply.text
+    # The headline, how urgent and the next step first; the long sections behind buttons.
+    headline, urgency = reply.text.splitlines()[:2]
+    assert headline.startswith("Most likely: <b>Acne</b>")
+    assert urgency.startswith("<b>Not urgent.</b> Next step: self-care")
+    assert FIRST_LINE_CARE not in reply.text and DISCLAIMER in reply.text
     first_step = (await condition_steps(store, "acne"))[0]
-    assert str(escape(first_step)) in reply.text
+    assert str(escape(first_step)) not in reply.text
     rid = result_id(reply)
     assert actions(reply) == [
-        [f"gradcam:{rid}", f"care:{rid}"],
+        [f"care:{rid}", f"more:{rid}"],
+        [f"gradcam:{rid}"],
         [f"clinic:{rid}"],
         [f"feedback:yes:{rid}", f"feedback:no:{rid}"],
     ]
+    more = joined(await conversation.button(ALICE, f"more:{rid}"))
+    assert FIRST_LINE_CARE in more and str(escape(first_step)) in more
     assert all(len(action.encode()) <= 64 for row in actions(reply) for action in row)
     state = await store.get_user(ALICE.key)
     assert state.last_result["id"] == rid and state.last_result["label"] == "acne"
@@ -288,9 +294,9 @@ async def test_real_melanoma_photo_is_urgent(conversation, melanoma_photo):
         ([("other", 0.3), ("eczema", 0.25), ("acne", 0.2)], True, False,
          "abstain", "I can't tell confidently", True),
         ([("melanocytic_nevus", 0.8), ("benign_keratosis", 0.1), ("melanoma", 0.01)], False, False,
-         "see_doctor", "When to get it checked", False),
+         "see_doctor", "have it checked by a doctor", False),
         ([("acne", 0.9), ("eczema", 0.05), ("melanoma", 0.01)], False, False,
-         "self_care", FIRST_LINE_CARE, False),
+         "self_care", "Next step: self-care", False),
     ],
 )  # fmt: skip
 async def test_each_triage_level(
@@ -311,14 +317,21 @@ async def test_each_triage_level(
 
     best_steps = await condition_steps(store, top[0][0])
     care = joined(await conversation.button(ALICE, f"care:{rid}"))
+    has_more = [f"more:{rid}" in row for row in actions(reply)]
+    assert any(has_more) is not abstain  # "I can't tell" has nothing more on one condition
+    more = joined(await conversation.button(ALICE, f"more:{rid}")) if any(has_more) else ""
     if level in ("urgent", "abstain"):
-        for text in (reply.text, care):
+        for text in (reply.text, care, more):
             assert FIRST_LINE_CARE not in text
             assert not any(str(escape(step)) in text for step in best_steps)
     if level == "urgent":
-        assert "see a dermatologist" in reply.text and "see a dermatologist" in care
+        for text in (reply.text, care, more):
+            assert "see a dermatologist" in text
+    if level == "see_doctor":
+        assert "When to get it checked" in more
     if level == "self_care":
-        assert str(escape(best_steps[0])) in reply.text and str(escape(best_steps[0])) in care
+        assert str(escape(best_steps[0])) not in reply.text
+        assert str(escape(best_steps[0])) in more and str(escape(best_steps[0])) in care
 
 
 async def test_blurry_photo_asks_for_a_retake(make_conversation, predictor, store, acne_photo):
@@ -547,12 +560,14 @@ async def test_a_cancer_that_is_only_possible_is_named_beside_the_self_care(
     melanoma_sign = (await store.get_condition("melanoma")).red_flags[lang][0]
     eczema_step = (await condition_steps(store, "eczema", lang))[0]
     care = joined(await conversation.button(chatter, f"care:{result_id(reply)}"))
+    more = joined(await conversation.button(chatter, f"more:{result_id(reply)}"))
     for shown in (text, care):
         assert ruled_out in shown and routine in shown
         assert str(escape(melanoma_sign)) in shown  # its own warning signs (ABCDE)
-        assert str(escape(eczema_step)) in shown  # the benign answer's self-care is kept
-    assert heading in text
-    assert "within 2 weeks" not in text and "2주 이내" not in text
+    for shown in (more, care):  # the benign answer's self-care is kept, behind its buttons
+        assert str(escape(eczema_step)) in shown
+    assert heading in more
+    assert "within 2 weeks" not in text + more and "2주 이내" not in text + more
     state = await store.get_user(chatter.key)
     assert state.last_result["level"] == "self_care" and state.last_result["urgent"]
     assert state.last_result["cancer_tier"] == "possible"

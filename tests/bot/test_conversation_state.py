@@ -13,7 +13,9 @@ from knowledge.models import LANGUAGES
     "action, data",
     [
         (Action(ActionKind.CARE, "3f2a9b10"), "care:3f2a9b10"),
+        (Action(ActionKind.MORE, "3f2a9b10"), "more:3f2a9b10"),
         (Action(ActionKind.HEATMAP, "3f2a9b10"), "gradcam:3f2a9b10"),
+        (Action.heatmap_of("3f2a9b10", 2), "gradcam:3f2a9b10.2"),
         (Action(ActionKind.CLINIC, "3f2a9b10"), "clinic:3f2a9b10"),
         (Action(ActionKind.CLINIC), "clinic"),
         (Action(ActionKind.FEEDBACK_RIGHT, "3f2a9b10"), "feedback:yes:3f2a9b10"),
@@ -28,10 +30,21 @@ def test_an_action_encodes_to_its_button_data_and_parses_back(action, data):
 
 @pytest.mark.parametrize(
     "data",
-    ["", "care", "care:", "feedback", "feedback:maybe:1", "lang:fr", "lang", "rm -rf", "gradcam"],
+    [
+        *("", "care", "care:", "feedback", "feedback:maybe:1", "lang:fr", "lang", "rm -rf"),
+        *("gradcam", "more", "care:3f2a.1", "gradcam:3f2a.", "gradcam:3f2a.x", "gradcam:3f2a.²"),
+        "gradcam:3f2a.100",
+    ],
 )
 def test_made_up_button_data_parses_to_nothing(data):
     assert Action.parse(data) is None
+
+
+def test_a_heatmap_button_of_an_album_names_its_result_and_photo():
+    action = Action.parse("gradcam:3f2a9b10.1")
+    assert (action.result_id, action.photo_index) == ("3f2a9b10", 1)
+    plain = Action.parse("gradcam:3f2a9b10")
+    assert (plain.result_id, plain.photo_index) == ("3f2a9b10", 0)
 
 
 def test_button_data_over_telegrams_64_bytes_is_refused():

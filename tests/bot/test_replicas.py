@@ -8,6 +8,7 @@ in the shared store and not in a replica's memory.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from bot.web.keys import ASSISTANT
 from knowledge.config import StoreConfig
 
 from telegram_server import FakeTelegram
@@ -81,3 +83,36 @@ async def test_two_replicas_share_one_conversation(
     assert routed[:2] == [first.url, second.url]
     # ...and the second one knew the first one's result.
     assert f"{best} (your last result)" in text_of(answer)
+
+
+async def test_an_album_split_over_two_replicas_is_answered_once(
+    firestore_emulator_host, monkeypatch, dataset_dir: Path
+):
+    """Telegram delivers an album as one update per photo: round robin sends them to different
+    replicas. The photos meet in the store, and only the replica with the last one answers."""
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator_host)
+    balancer_port = free_port()
+    webhook_url = f"http://127.0.0.1:{balancer_port}/telegram"
+    photo = (dataset_dir / ACNE_PHOTO).read_bytes()
+    async with FakeTelegram() as tg:
+        store = StoreConfig(kind="firestore", firestore_project=f"albums-{uuid.uuid4().hex[:12]}")
+        replica = dict(store=store, webhook_url=webhook_url, db_path=None)
+        async with (
+            running_bot(tg, **replica) as first,
+            running_bot(tg, **replica) as second,
+        ):
+            balancer, routed = await start_balancer(balancer_port, [first.url, second.url])
+            try:
+                user = tg.user(language_code="en")
+                tg.send_media_group(user, [photo, photo])
+                [result] = await replies_after(tg, user, 0, 1, timeout=60)
+                # Long enough for both replicas' album turns to end: then a command's answer
+                # must be the next message (a second answer to the album would come first).
+                await asyncio.sleep(3 * first.app[ASSISTANT].conversation.album_wait_s)
+                tg.send_command(user, "/help")
+                [_, help_reply] = await replies_after(tg, user, 0, 2, timeout=30)
+            finally:
+                await balancer.cleanup()
+    assert routed[:2] == [first.url, second.url]  # one photo each
+    assert "I looked at your 2 photos together" in text_of(result)
+    assert "/privacy" in text_of(help_reply)

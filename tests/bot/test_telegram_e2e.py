@@ -81,8 +81,18 @@ async def test_a_real_photo_gets_a_result_with_buttons_and_a_heatmap(tg, bot, ac
     assert action.time <= answer.time
     text = text_of(result)
     assert "Top 3" in text and "%" in text and "not a diagnosis" in text
+    # On a phone the first lines are what is read: the answer, how urgent, the next step.
+    headline, urgency = text.splitlines()[:2]
+    assert headline.startswith("Most likely: Acne")
+    assert urgency.startswith("Not urgent. Next step") and "First-line care" not in text
     actions = buttons_of(result)
-    assert {a.split(":")[0] for a in actions} == {"gradcam", "care", "clinic", "feedback"}
+    assert {a.split(":")[0] for a in actions} == {
+        "gradcam",
+        "care",
+        "more",
+        "clinic",
+        "feedback",
+    }
 
     # "Where did it look?" downloads the photo again and sends the Grad-CAM heatmap.
     gradcam = next(a for a in actions if a.startswith("gradcam:"))
@@ -103,6 +113,12 @@ async def test_a_real_photo_gets_a_result_with_buttons_and_a_heatmap(tg, bot, ac
     )
     care = "\n".join(c.params["text"] for c in tg.calls("sendMessage") if c in tg.sent[mark:])
     assert "care tips" in care and "Sources" in care and "Red flags" in care
+
+    # "More" sends the long sections: first-line care, red flags, sources.
+    before = len(tg.messages_to(user.id))
+    tg.press_button(user, result, next(a for a in actions if a.startswith("more:")))
+    [more] = await replies_after(tg, user, before, 1, timeout=15)
+    assert "First-line care" in text_of(more) and "Sources" in text_of(more)
 
     # "Was this right?" stores feedback and thanks the user.
     before = len(tg.messages_to(user.id))
@@ -366,10 +382,14 @@ async def test_a_likely_cancer_scopes_the_follow_up_and_the_clinic_search(tg, bo
 
 async def test_a_possible_cancer_is_named_beside_the_self_care_in_korean(tg, bot, dataset_dir):
     user = tg.user(language_code="ko")
-    text, _ = await answer_with_buttons(
+    text, result = await answer_with_buttons(
         tg, user, (dataset_dir / ECZEMA_MELANOMA_POSSIBLE).read_bytes()
     )
     assert "피부암일 가능성을 배제할 수 없어요: 흑색종 6%" in text
-    assert "정기 진료" in text and "기본 관리 방법" in text  # the eczema self-care is kept
-    assert "2주 이내" not in text
+    assert "정기 진료" in text and "2주 이내" not in text
+    # The eczema self-care is kept, behind "더 보기" (More).
+    before = len(tg.messages_to(user.id))
+    tg.press_button(user, result, next(a for a in buttons_of(result) if a.startswith("more:")))
+    more = "\n".join(text_of(m) for m in await replies_after(tg, user, before, 1, timeout=15))
+    assert "기본 관리 방법" in more and "2주 이내" not in more
     assert not tg.bad_requests

@@ -153,7 +153,18 @@ def contexts(conditions, lang: str) -> dict[str, dict]:
                     "distance_km": 1.23,
                     "map_url": "https://map.kakao.com/link/map/a%20b,37.5,127.0",
                     "sample": True,
-                }
+                    "card": True,
+                },
+                {
+                    "name": "한빛 피부과" if ko else "Hanbit Dermatology",
+                    "address": "서울 강남구 역삼로 45" if ko else "45 Yeoksam-ro, Seoul",
+                    "phone": "02-555-0102",
+                    "hours": "월-금 9:00-18:00" if ko else "Mon-Fri 9:00-18:00",
+                    "distance_km": 2.5,
+                    "map_url": "https://map.kakao.com/link/map/c,37.5,127.0",
+                    "sample": True,
+                    "card": False,
+                },
             ],
             "place": "강남구" if ko else "Gangnam",
             "condition_name": acne["name"],
@@ -191,6 +202,7 @@ def contexts(conditions, lang: str) -> dict[str, dict]:
             "ranked": ranked_for("acne", conditions, lang),
             "condition": acne,
         },
+        "result_more": {"level": "self_care", "urgent": False, "condition": acne},
         "retake": {"issues": ["blurry", "too_dark"]},
         "slow_down": {"window_s": 60},
         "stale_button": {},
@@ -299,19 +311,22 @@ def test_result_and_care_for_every_label_level_and_urgency(texts, conditions, la
             }
             where = f"{lang}/{label}/{level}/urgent={urgent}"
             result = rendered(texts, conditions, "result", lang, **context)
+            more = rendered(texts, conditions, "result_more", lang, **context)
             care = rendered(texts, conditions, "care", lang, **context)
-            assert DISCLAIMER[lang] in result, where
-            assert DISCLAIMER[lang] in care, where
+            for text in (result, more, care):
+                assert DISCLAIMER[lang] in text, where
             if urgent or level == "urgent":
-                for text in (result, care):
+                for text in (result, more, care):
                     assert SELF_CARE_HEADING[lang] not in text, where
                     assert SEE_DERMATOLOGIST[lang] in text, where
                     assert first_step is None or first_step not in text, where
             elif level == "self_care" and first_step is not None:
-                assert SELF_CARE_HEADING[lang] in result, where
-                assert first_step in result and first_step in care, where
+                # The first message is short: the steps are behind "More" and "Care tips".
+                assert SELF_CARE_HEADING[lang] in more and first_step not in result, where
+                assert first_step in more and first_step in care, where
             if level == "abstain":
                 assert CANT_TELL[lang] in result, where
+                assert first_step is None or first_step not in more, where
 
 
 def test_self_care_conditions_have_care_steps(conditions):
@@ -331,15 +346,16 @@ def test_content_cannot_inject_markup(texts, conditions, lang):
     condition = condition_view(hostile, lang)
     ranked = ranked_for("acne", conditions, lang)
     ranked[0]["name"] = condition["name"]
-    for template in ("result", "care"):
+    for template in ("result", "result_more", "care"):
         text = texts.render(
             template, lang, level="self_care", urgent=False, ranked=ranked, condition=condition
         )
         assert_telegram_html(text)
         assert "<script>" not in text and "<img" not in text
-        assert "&lt;script&gt;" in text or template == "care"
-        assert "&amp;" in text
-        assert "Wash &lt;i&gt;gently&lt;/i&gt; &amp; often" in text
+        assert "Acne &lt;img src=x&gt;" in text
+        if template != "result":  # the first message names the answer; the others say more
+            assert "&lt;script&gt;" in text or template == "care"
+            assert "Wash &lt;i&gt;gently&lt;/i&gt; &amp; often" in text
 
 
 def test_the_checks_catch_bad_text(texts, conditions):
@@ -372,6 +388,34 @@ def test_rejected_has_a_sentence_per_reason(texts, conditions, lang):
     assert fallback not in sentences.values()
     assert "20" in sentences[RejectReason.FILE_TOO_LARGE]
     assert "64" in sentences[RejectReason.TOO_SMALL]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_clinic_list_leaves_the_venue_cards_address_and_map_to_them(texts, conditions, lang):
+    carded, listed = contexts(conditions, lang)["clinics"]["clinics"]
+    text = rendered(texts, conditions, "clinics", lang)
+    for clinic in (carded, listed):  # every clinic once, with what only the list says
+        assert text.count(str(escape(clinic["name"]))) == 1
+        assert clinic["phone"] in text and str(escape(clinic["hours"])) in text
+    assert str(escape(carded["address"])) not in text and carded["map_url"] not in text
+    assert str(escape(listed["address"])) in text and listed["map_url"] in text
+
+
+@pytest.mark.parametrize(
+    "name, particle",
+    [
+        ("습진", "이라고"),  # ends in a consonant (batchim)
+        ("여드름", "이라고"),
+        ("사마귀", "라고"),  # ends in a vowel
+        ("아토피 피부염", "이라고"),
+        ("흑색종(멜라노마)", "라고"),  # read to the last syllable inside the brackets
+        ("지루각화증 (양성)", "이라고"),
+        ("BCC", "(이)라고"),  # not Hangul: both forms, as a person writes it
+    ],
+)
+def test_the_korean_particle_follows_the_last_syllable(texts, name, particle):
+    text = texts.render("heatmap", "ko", name=name)
+    assert f"<b>{escape(name)}</b>{particle} 판단할 때" in text
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
@@ -506,7 +550,9 @@ def test_every_referral_tier_names_the_cancer_and_how_likely(texts, conditions, 
                 "emergency_signs": [],
             }
             where = f"{lang}/{label}/{level}/{cancer_label}/{tier}"
-            for template in ("result", "care"):
+            for template in ("result", "result_more", "care"):
+                if template == "result_more" and (tier == "possible" or level == "abstain"):
+                    continue  # "More" of such a result is about the benign answer alone
                 text = rendered(texts, conditions, template, lang, **context)
                 # Which cancer, and how likely, whatever the tier.
                 assert str(escape(cancer["name"])) in text, where
@@ -518,7 +564,7 @@ def test_every_referral_tier_names_the_cancer_and_how_likely(texts, conditions, 
                     assert RULED_OUT[lang] in text, where
                     assert str(escape(signs[0])) in text, where  # its own warning signs
                     assert WITHIN_TWO_WEEKS[lang] not in text.split(RULED_OUT[lang])[1][:400]
-                    if level == "self_care" and first_step is not None:
+                    if level == "self_care" and first_step is not None and template == "care":
                         assert first_step in text, where  # self-care kept
 
 

@@ -162,3 +162,89 @@ async def test_the_checklist_in_the_browser(browser, server_url, dataset_dir: Pa
         ).click()
     await expect(bot.last).to_contain_text("Your answers make a skin cancer less likely")
     assert not errors, errors
+
+
+PHONE = {"width": 390, "height": 844}  # a common phone's CSS viewport
+ALBUM = (PHOTO, "acne/dermnet-01fca6939cd391ec.jpg")
+PHONE_SCREENSHOT = REPO_ROOT / "docs" / "figures" / "phone-{lang}.png"
+
+
+@pytest.mark.parametrize("lang", ["en", "ko"])
+async def test_on_a_phone_a_long_answer_is_shown_from_its_start(
+    browser, server_url, dataset_dir: Path, lang: str
+):
+    words = default_texts()
+    expect = playwright_api.expect
+    context = await browser.new_context(
+        viewport=PHONE,
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        locale="ko-KR" if lang == "ko" else "en-US",
+        geolocation=GANGNAM,
+        permissions=["geolocation"],
+    )
+    page = await context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(f"{server_url}/?lang={lang}")
+    bot = page.locator(".msg.bot:not(.working)")
+    await expect(bot.first).to_contain_text(EXPECTED[lang]["welcome"])
+
+    # Two photos chosen at once: one bubble with both, one answer with a heatmap per photo.
+    await page.set_input_files("#photo-input", [dataset_dir / name for name in ALBUM])
+    await expect(page.locator(".msg.user").last.locator("img")).to_have_count(2)
+    result = bot.filter(has=page.locator("button.action")).last
+    await expect(result).to_contain_text(EXPECTED[lang]["disclaimer"])
+    numbered = words.word("button_gradcam_photo", lang)
+    for number in (1, 2):
+        await expect(result.get_by_role("button", name=f"{numbered} {number}")).to_be_visible()
+    # Korean breaks between words, never inside one.
+    assert await result.evaluate("el => getComputedStyle(el).wordBreak") == "keep-all"
+    if os.environ.get("SKINCARE_SCREENSHOTS") == "1":
+        await page.evaluate("document.activeElement && document.activeElement.blur()")
+        await page.screenshot(path=str(PHONE_SCREENSHOT).format(lang=lang))
+
+    # "More" is longer than the screen: the page shows its start (where it begins to say
+    # what it is), not its end.
+    answers = await bot.count()
+    await result.get_by_role("button", name=words.word("button_more", lang)).click()
+    await expect(bot).to_have_count(answers + 1)
+    more = bot.last
+    await expect(more).to_contain_text(EXPECTED[lang]["disclaimer"])
+    box = await more.bounding_box()
+    assert box["height"] > PHONE["height"], "not a long answer: the test would prove nothing"
+    top = await more.evaluate("el => el.getBoundingClientRect().top")
+    assert -1 < top < 10, f"the answer starts {top}px from the top of the screen"
+    assert await page.evaluate("window.scrollY + window.innerHeight") < await page.evaluate(
+        "document.body.scrollHeight"
+    ), "scrolled to the end"
+
+    # "🔍 Photo 2" sends the second photo again: its heatmap appears.
+    # (Playwright does not show a multipart body: the page's fetch is watched instead.)
+    await page.evaluate(
+        """() => {
+        window.photosSent = [];
+        const fetchFirst = window.fetch;
+        window.fetch = (url, options) => {
+          const form = options.body instanceof FormData ? options.body : null;
+          if (form) window.photosSent.push(form.get("photo").name);
+          return fetchFirst(url, options);
+        };
+    }"""
+    )
+    await result.get_by_role("button", name=f"{numbered} 2").click()
+    heatmap = page.locator("img.heatmap")
+    await expect(heatmap).to_have_count(1)
+    assert await heatmap.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert await page.evaluate("window.photosSent") == [Path(ALBUM[1]).name]
+
+    # The clinics' phone numbers can be tapped to call.
+    await result.get_by_role("button", name=words.word("button_clinic", lang)).click()
+    await page.click("#location-button")
+    listing = bot.filter(has_text="km").last
+    phone = listing.locator('a[href^="tel:"]').first
+    await expect(phone).to_have_attribute("href", re.compile(r"^tel:\+?\d{9,}$"))
+    assert errors == []
+    await context.close()

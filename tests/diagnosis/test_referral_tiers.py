@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from diagnosis.bundle import BUNDLED_MODEL_DIR, BundleError, read_card
-from diagnosis.serving.postprocess import prediction_from_probabilities
+from diagnosis.serving.postprocess import combine_predictions, prediction_from_probabilities
 from diagnosis.training.screening import choose_likely_threshold
 
 from helpers import make_card
@@ -132,3 +132,19 @@ def test_ties_go_to_the_label_listed_first_in_the_card(card):
     probs[[card.labels.index("acne"), card.labels.index("eczema")]] = 0.5
     first = min(card.labels.index("acne"), card.labels.index("eczema"))
     assert prediction_from_probabilities(probs, card).best.label == card.labels[first]
+
+
+def test_an_album_is_decided_on_the_mean_of_its_photos(card):
+    # One photo says acne confidently; one is unsure (acne, psoriasis, eczema) and holds a
+    # trace of melanoma. Together: acne at the mean, and the rules applied to the mean.
+    unsure_mass = dict(acne=0.35, psoriasis_lichen_planus=0.3, melanoma=0.08)
+    sure, unsure = decide(card, acne=0.9), decide(card, **unsure_mass)
+    assert unsure.abstain and unsure.urgent  # alone: "I can't tell", and referred
+    album = combine_predictions([sure.probabilities, unsure.probabilities], card)
+    assert album.best.label == "acne" and album.best.prob == pytest.approx(0.625)
+    assert album.probabilities["melanoma"] == pytest.approx(0.04)
+    assert not album.abstain  # 0.625 >= 0.44
+    assert not album.urgent  # 0.04 < 0.05
+    # A label a stored photo lacks counts as 0 (a card with more labels than an old photo).
+    partial = combine_predictions([{"acne": 1.0}, sure.probabilities], card)
+    assert partial.probabilities["acne"] == pytest.approx(0.95)

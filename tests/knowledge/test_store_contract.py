@@ -16,6 +16,7 @@ from knowledge.checklist import QUESTION_IDS
 from knowledge.geo import geohash_encode, haversine_km
 from knowledge.models import (
     AdminSessionRecord,
+    AlbumPhoto,
     AnalysisRecord,
     ChecklistQuestion,
     Feedback,
@@ -451,6 +452,52 @@ async def test_delete_user_forgets_state_and_feedback(store):
     assert await store.get_user("user-b") is not None
     assert {f.user_key for f in await store.list_feedback()} == {"user-b"}
     await store.delete_user("nobody")  # forgetting an unknown user is not an error
+
+
+# ---- albums -------------------------------------------------------------------------------
+
+
+def album_photo(number: int, at: str, user_key: str = "user-a", album: str = "g1", **changes):
+    values = dict(
+        id=f"photo-{number}",
+        user_key=user_key,
+        album=album,
+        at=at,
+        photo_ref=f"file-{number}",
+        probabilities={"acne": 0.75, "eczema": 0.25},
+    )
+    return AlbumPhoto(**{**values, **changes})
+
+
+async def test_album_photos_come_back_in_arrival_order_whoever_added_them(store):
+    # Added out of order (two replicas), one of them left out for its quality.
+    late = album_photo(2, "2025-03-01T10:00:01.500000+00:00")
+    early = album_photo(
+        1,
+        "2025-03-01T10:00:01+00:00",
+        probabilities={},
+        left_out="quality",
+        issues=["blurry", "dark"],
+    )
+    same_instant = album_photo(3, "2025-03-01T10:00:01.500000+00:00", photo_ref=None)
+    for photo in (late, same_instant, early):
+        await store.add_album_photo(photo)
+    await store.add_album_photo(album_photo(4, "2025-03-01T10:00:01Z", album="g2"))
+    await store.add_album_photo(album_photo(5, "2025-03-01T10:00:01Z", user_key="user-b"))
+    assert await store.album_photos("user-a", "g1") == [early, late, same_instant]
+    assert await store.album_photos("user-a", "nothing") == []
+
+
+async def test_an_answered_album_is_deleted_and_forget_deletes_every_album(store):
+    await store.add_album_photo(album_photo(1, "2025-03-01T10:00:00Z"))
+    await store.add_album_photo(album_photo(2, "2025-03-01T10:00:00Z", album="g2"))
+    await store.add_album_photo(album_photo(3, "2025-03-01T10:00:00Z", user_key="user-b"))
+    await store.delete_album("user-a", "g1")
+    assert await store.album_photos("user-a", "g1") == []
+    assert [p.id for p in await store.album_photos("user-a", "g2")] == ["photo-2"]
+    await store.delete_user("user-a")
+    assert await store.album_photos("user-a", "g2") == []
+    assert [p.id for p in await store.album_photos("user-b", "g1")] == ["photo-3"]
 
 
 # ---- analyses -----------------------------------------------------------------------------

@@ -127,8 +127,16 @@ WARNING_SIGN_EXAMPLE = {
 
 def render_preview(condition: Condition) -> tuple[dict[str, dict[str, str]], list[str]]:
     """What a user would see after a photo of this condition, in both languages: the result
-    (this condition at 80 %, two others below) and the care tips. Template errors are problems."""
+    (this condition at 80 %, two others below) followed by its "More", and the care tips.
+    Template errors are problems."""
     texts = default_texts()
+
+    def answer(lang: str, **context) -> str:
+        # The first message is short; the care content an editor changes is mostly in "More".
+        return "\n\n".join(
+            texts.render(template, lang, **context) for template in ("result", "result_more")
+        )
+
     level = str(condition.triage)
     others = [label for label in CONTENT_LABELS if label not in (condition.label, "other")][:2]
     rendered: dict[str, dict[str, str]] = {}
@@ -155,8 +163,7 @@ def render_preview(condition: Condition) -> tuple[dict[str, dict[str, str]], lis
         context = condition_view(condition, lang)
         try:
             rendered[lang] = {
-                "result": texts.render(
-                    "result",
+                "result": answer(
                     lang,
                     level=level,
                     urgent=level == "urgent",
@@ -176,8 +183,7 @@ def render_preview(condition: Condition) -> tuple[dict[str, dict[str, str]], lis
                     "tier": tier,
                     "warning_signs": [WARNING_SIGN_EXAMPLE[lang]],
                 }
-                rendered[lang][f"result_{tier}"] = texts.render(
-                    "result",
+                rendered[lang][f"result_{tier}"] = answer(
                     lang,
                     level="urgent" if tier == "likely" else level,
                     urgent=tier == "likely" or level == "urgent",
