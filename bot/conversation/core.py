@@ -127,10 +127,7 @@ class Conversation:
         async def respond(state: UserState) -> list[Reply]:
             previous = state.last_result
             answer = await self.results.photo(state, data, photo_ref)
-            if state.last_result is previous:  # no new result: a retake, a refused file
-                return [answer]
-            # Then what a photo cannot show, when questions fit the answer (checklist.py).
-            return [answer, *await self.checklist.offer(state)]
+            return await self._then_questions(state, previous, [answer])
 
         return await self._handle(chatter, respond)
 
@@ -155,7 +152,9 @@ class Conversation:
         it); nothing otherwise. Not a message of its own: the flood limit counted the photos."""
 
         async def respond(state: UserState) -> list[Reply]:
-            return await self.results.answer_album(state, album, photo_id)
+            previous = state.last_result
+            answers = await self.results.answer_album(state, album, photo_id)
+            return await self._then_questions(state, previous, answers)
 
         return await self._handle(chatter, respond, counted=False)
 
@@ -168,9 +167,20 @@ class Conversation:
                 await self.results.examine(state, album, data, None, f"{album}-{number}")
                 for number, data in enumerate(photos)
             ]
-            return [await self.results.answer_photos(state, examined)]
+            previous = state.last_result
+            answer = await self.results.answer_photos(state, examined)
+            return await self._then_questions(state, previous, [answer])
 
         return await self._handle(chatter, respond)
+
+    async def _then_questions(
+        self, state: UserState, previous: object, replies: list[Reply]
+    ) -> list[Reply]:
+        """After a new result (one photo or an album), what a photo cannot show, when questions
+        fit the answer (checklist.py); nothing more after a retake or a refused file."""
+        if state.last_result is previous:
+            return replies
+        return [*replies, *await self.checklist.offer(state)]
 
     async def refuse(self, chatter: Chatter, reason: str) -> list[Reply]:
         """A file the transport would not even fetch (e.g. over the size limit)."""

@@ -75,7 +75,8 @@ async def acne_answer(app, dataset_dir) -> str:
     photo = (dataset_dir / "acne" / "dermnet-0121064acd137936.jpg").read_bytes()
     chatter = Chatter("web-admin-browser", "ko")
     replies = await conversation.photo(chatter, photo)
-    buttons = [button.action for row in replies[-1].buttons for button in row]
+    # The answer's own buttons (a checklist question may follow it).
+    buttons = [button.action for row in replies[0].buttons for button in row]
     more = next(action for action in buttons if action.startswith("more:"))
     replies += await conversation.button(chatter, more)
     return "\n".join(reply.text for reply in replies)

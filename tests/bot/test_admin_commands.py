@@ -14,6 +14,7 @@ from PIL import Image, ImageFilter
 from bot.admin_commands import AdminCommands
 from bot.conversation import Chatter, Conversation, user_key
 from bot.texts import default_texts
+from diagnosis.bundle import BUNDLED_MODEL_DIR, load_bundle
 from diagnosis.serving.postprocess import Prediction, RankedLabel
 from knowledge.models import AnalysisRecord, Condition, FaqEntry, Feedback, Triage
 from knowledge.resilient import ResilientKnowledge
@@ -170,6 +171,7 @@ class FixedPredictor:
     def __init__(self, label: str, abstain=False, urgent=False):
         top = (RankedLabel(label, label, label, 0.8), RankedLabel("eczema", "e", "e", 0.1))
         self.prediction = Prediction(top, {label: 0.8}, abstain, urgent, "test-model-1")
+        self.card = load_bundle(BUNDLED_MODEL_DIR).card  # the intake decodes at its input size
 
     async def predict(self, image):
         return self.prediction
