@@ -296,3 +296,22 @@ async def test_a_retake_after_a_result_asks_nothing(replicas, store, card, photo
     blurred = Image.open(io.BytesIO(photo)).convert("RGB").filter(ImageFilter.GaussianBlur(6))
     [retake] = await replicas[1].photo(ALICE, image_bytes(blurred, "JPEG", quality=92))
     assert not retake.buttons
+
+
+async def test_an_album_and_a_web_upload_are_followed_by_the_questions_too(
+    replicas, store, card, photo
+):
+    """Several photos of one spot are one result: the questions follow its one answer, and
+    answering them changes that result's advice as after a single photo."""
+    replicas.predict(possible_melanoma(card))
+    ids = [(await replicas[0].album_photo(ALICE, "album-9", photo, f"ref-{n}"))[0] for n in (1, 2)]
+    assert await replicas[1].answer_album(ALICE, "album-9", ids[0]) == []
+    answer, question = await replicas[1].answer_album(ALICE, "album-9", ids[1])
+    assert "2 photos" in answer.text and "can't be ruled out" in answer.text
+    assert "1/8" in question.text
+    outcome = await answer_all(replicas, ALICE, question, {})
+    assert "Your answers make a skin cancer less likely" in outcome.text
+
+    # The web chat's several photos in one upload: the same.
+    answer, question = await replicas[0].photos(BORA, [photo, photo])
+    assert "사진 2장" in answer.text and "1/8" in question.text
