@@ -18,6 +18,11 @@ NO_MATCH_TOPICS = 6  # questions suggested when nothing matched
 # serves the next time the question is asked. On a busy machine the first questions of a
 # bench/load.py run waited up to 12 s for it.
 ENCODING_WAIT_S = 1.0
+# Questions waiting for the encoder at once. Past this a new question is answered by its words
+# alone, without queueing: many different questions at once (a burst, a spammer) would otherwise
+# queue ~25 ms each in the one worker, and every later question would wait the whole
+# ENCODING_WAIT_S behind work nobody waits for any more.
+MAX_QUEUED_QUESTIONS = 8
 
 
 class Answers:
@@ -94,6 +99,8 @@ class Answers:
         the same time); False when that takes longer than `encoding_wait_s`."""
         pending = self._encoding.get(question)
         if pending is None:
+            if len(self._encoding) >= MAX_QUEUED_QUESTIONS:
+                return False
             pending = asyncio.wrap_future(index.question_future(question))
             self._encoding[question] = pending
             pending.add_done_callback(lambda _: self._encoding.pop(question, None))
