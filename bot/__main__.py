@@ -13,6 +13,7 @@ from bot.app import build_assistant
 from bot.settings import Settings, SettingsError
 from bot.web.admin.auth import hash_password
 from bot.web.app import build_web_app
+from knowledge.embeddings import close_shared_encoder
 
 
 def hash_password_command() -> int:
@@ -72,9 +73,11 @@ def main() -> int:
         f"(health: /healthz)",
         flush=True,
     )
+    app = build_web_app(assistant)
+    app.on_shutdown.append(stop_encoder)
     try:
         web.run_app(
-            build_web_app(assistant),
+            app,
             host=settings.web_host,
             port=settings.web_port,
             keepalive_timeout=settings.web_idle_timeout_s,
@@ -84,6 +87,11 @@ def main() -> int:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+async def stop_encoder(_app: web.Application) -> None:
+    # Here, not in the app's own clean-up: tests run many apps on one process-wide encoder.
+    close_shared_encoder()
 
 
 if __name__ == "__main__":
