@@ -291,13 +291,12 @@ def main() -> None:
             always = np.isin(probs.argmax(1), malignant)
             scores = score_of(head(pooled), probs[:, malignant].sum(1))
             row[split_name] = point_figures(scores, always, threshold, targets, malignant, other)
-            if split_name == "test":
-                sources = np.array([s.source for s in split["test"]])
-                for source in sorted(set(sources)):
-                    mask = sources == source
-                    row[f"test_{source}"] = point_figures(
-                        scores[mask], always[mask], threshold, targets[mask], malignant, other
-                    )
+            sources = np.array([s.source for s in split[split_name]])
+            for source in sorted(set(sources)):
+                mask = sources == source
+                row[f"{split_name}_{source}"] = point_figures(
+                    scores[mask], always[mask], threshold, targets[mask], malignant, other
+                )
         rows.append(row)
     (args.out / "result.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
     print(format_table(rows))
