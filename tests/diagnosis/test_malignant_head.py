@@ -16,6 +16,7 @@ from malignant_head import (  # noqa: E402
     cross_validated_point,
     fit_logistic,
     point_figures,
+    roc_auc,
 )
 
 # Labels of a toy model: 0 benign, 1 BCC, 2 melanoma, 3 other.
@@ -94,3 +95,10 @@ def test_balanced_logistic_head_finds_the_rare_malignant_cluster():
     # Class weights: the 5 % malignant photos still score above one half on the whole.
     assert np.median(score[is_malignant]) > 0.5 > np.median(score[~is_malignant])
     assert score[is_malignant].mean() > score[~is_malignant].mean() + 0.3
+
+
+def test_auc_counts_pairs_ordered_and_ties_half():
+    positive = np.array([True, True, False, False])
+    assert roc_auc(np.array([0.9, 0.8, 0.1, 0.2]), positive) == 1.0
+    assert roc_auc(np.array([0.1, 0.2, 0.9, 0.8]), positive) == 0.0
+    assert roc_auc(np.array([0.5, 0.9, 0.5, 0.1]), positive) == 0.875  # 3 pairs won, 1 tie
