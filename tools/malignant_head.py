@@ -12,6 +12,10 @@ does anyway) or whose score reaches a threshold chosen on val for >= 95 % of mel
 referred; the val figures are also cross-validated over val folds (val has 93 malignant photos,
 so the threshold is noisy). `--test` computes the test photos' features through the same frozen
 stages (fp16 activations, like the cache) and reports every rule on test once.
+
+Rules: the softmax sum (today's), the head, their max after Platt scaling and a logistic stack
+of the two (both fitted on val folds), and a head trained on source-balanced rows (added after
+test was first looked at). Result: not adopted; the figures and why are in the model report.
 """
 
 from __future__ import annotations
@@ -237,9 +241,9 @@ def main() -> None:
 
     train_paths, val_path = load_cache(args.cache)
     stored = args.out / "features.npz"
-    if stored.is_file():
-        data = dict(np.load(stored))
-    else:
+    key = np.array([card.weights_sha256, *(p.name for p in [*train_paths, val_path])])
+    data = dict(np.load(stored)) if stored.is_file() else {}
+    if not np.array_equal(data.get("key"), key):  # another cache or model: compute again
         parts = [features_of(model, p) for p in tqdm(train_paths, desc="train parts")]
         val = features_of(model, val_path)
         data = {
@@ -248,6 +252,7 @@ def main() -> None:
             "val_pooled": val["pooled"],
             "val_logits": val["logits"],
             "val_targets": val["targets"],
+            "key": key,
         }
         np.savez(stored, **data)
     val_labels = np.array([card.labels.index(s.label) for s in split["val"]])
@@ -274,7 +279,8 @@ def main() -> None:
     val_always = np.isin(val_probs.argmax(1), malignant)
     val_sum = val_probs[:, malignant].sum(1)
 
-    # The head's L2 strength: the one that flags fewest at 95 %, cross-validated on val.
+    # The head's L2 strength: the one that flags fewest, cross-validated on val (the threshold,
+    # not the head, sets the sensitivity: 94.6-94.8 % cross-validated for every L2 here).
     heads = {}
     for l2 in L2_GRID:
         scorer = fit_logistic(data["train_pooled"], train_mal, l2)
@@ -282,7 +288,7 @@ def main() -> None:
         cv = cross_validated_point(lambda _, s=scores: s, val_targets, malignant, val_always)
         heads[l2] = (scorer, cv)
         print(f"head L2 {l2:g}: val cross-validated referred {cv[0]:.3f}, flagged {cv[1]:.3f}")
-    l2 = min(heads, key=lambda k: (heads[k][1][0] < MIN_SENSITIVITY, heads[k][1][1]))
+    l2 = min(heads, key=lambda k: heads[k][1][1])
     head = heads[l2][0]
     val_head = head(val_pooled)
 
