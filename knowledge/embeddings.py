@@ -80,6 +80,11 @@ class SentenceEncoder:
         self._questions: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()  # the caches are filled from worker threads
 
+    def start(self) -> Future:
+        """Start the worker process and load the model in it (a second or more of CPU), as one
+        throwaway encoding: done at start-up, not by the first question."""
+        return self._worker.submit(_encode_one_in_worker, "start", self._threads)
+
     def close(self) -> None:
         """Stop: queued encodings are dropped, and a caller encoding the phrasings gets a
         RuntimeError at its next batch. Without it an exiting process waited for every

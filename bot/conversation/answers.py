@@ -116,6 +116,11 @@ class Answers:
         index = await self._faq_index(await self.knowledge.faq(None))
         if self._embedding is not None and not index.embedded:
             await self._embedding
+        if self.encoder is not None:
+            # With the phrasings' vectors read from the cache file, nothing has started the
+            # worker yet: the first questions would wait past ENCODING_WAIT_S for it and be
+            # answered by their words alone ("아토피 보습제는 어떤 게 좋아요?" got no answer).
+            await asyncio.wrap_future(self.encoder.start())
 
     async def _faq_index(self, entries: list[FaqEntry]) -> FaqIndex:
         # Rebuilt only when an entry changed (an admin edit bumps its version). The knowledge
