@@ -54,7 +54,7 @@ class Settings:
     web_body_timeout_s: float = 90.0
     # Request bodies held at once (photos being uploaded or analysed); more wait their turn.
     # With the decode budget it keeps a replica under 1 GiB (docs/deploy.md, Sizing).
-    upload_budget_bytes: int = 128 * 2**20
+    upload_budget_bytes: int = 64 * 2**20
     log_level: str = "INFO"
     flood_max_messages: int = 20  # per user per flood window; more gets one "slow down"
     flood_window_s: float = 60.0
