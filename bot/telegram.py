@@ -266,7 +266,9 @@ class TelegramTransport:
         async def keep(chatter: Chatter) -> list[Reply]:
             nonlocal photo_id
             data = await self._fetch(file_id, size)
-            photo_id, replies = await self.conversation.album_photo(chatter, album, data, file_id)
+            photo_id, replies = await self.conversation.album_photo(
+                chatter, album, data, file_id, sequence=update.effective_message.message_id
+            )
             return replies
 
         await self._serve(update, keep, action=ChatAction.TYPING)

@@ -136,11 +136,14 @@ class AlbumPhoto:
     id: str  # unique per photo; the album is answered by the replica holding the last one
     user_key: str
     album: str  # the transport's album id (Telegram's media_group_id)
-    at: str  # ISO 8601, UTC: arrival, which orders the album's photos
+    at: str  # ISO 8601, UTC: arrival, which decides the album's last photo (who answers)
     photo_ref: str | None = None  # the transport's handle to fetch it again (the heatmap)
     probabilities: dict[str, float] = field(default_factory=dict)  # empty: left out
     left_out: str = ""  # why it was not used: an intake refusal or "quality"
     issues: list[str] = field(default_factory=list)  # the quality problems, when "quality"
+    # Its place in the album as sent (Telegram's message_id), which numbers the photos in the
+    # answer: concurrent updates may reach the store in another order than they were sent.
+    sequence: int = 0
 
 
 @dataclass

@@ -132,7 +132,12 @@ class Conversation:
         return await self._handle(chatter, respond)
 
     async def album_photo(
-        self, chatter: Chatter, album: str, data: bytes | None, photo_ref: str | None = None
+        self,
+        chatter: Chatter,
+        album: str,
+        data: bytes | None,
+        photo_ref: str | None = None,
+        sequence: int = 0,
     ) -> tuple[str, list[Reply]]:
         """One photo of an album (Telegram's media_group_id; `data` None: too large to fetch):
         checked, analysed and kept in the store with the album's others, unanswered. Returns
@@ -141,7 +146,7 @@ class Conversation:
         photo_id = uuid.uuid4().hex
 
         async def respond(state: UserState) -> list[Reply]:
-            photo = await self.results.examine(state, album, data, photo_ref, photo_id)
+            photo = await self.results.examine(state, album, data, photo_ref, photo_id, sequence)
             reply = await self.results.keep_album_photo(state, photo)
             return [reply] if reply is not None else []
 

@@ -75,11 +75,22 @@ class Results:
     # ---- several photos of one case -------------------------------------------------------
 
     async def examine(
-        self, state: UserState, album: str, data: bytes | None, photo_ref: str | None, photo_id: str
+        self,
+        state: UserState,
+        album: str,
+        data: bytes | None,
+        photo_ref: str | None,
+        photo_id: str,
+        sequence: int = 0,
     ) -> AlbumPhoto:
         """What one photo of an album shows, or why it is left out (`data` None: too large)."""
         photo = AlbumPhoto(
-            id=photo_id, user_key=state.user_key, album=album, at=now_iso(), photo_ref=photo_ref
+            id=photo_id,
+            user_key=state.user_key,
+            album=album,
+            at=now_iso(),
+            photo_ref=photo_ref,
+            sequence=sequence,
         )
         if data is None:
             photo.left_out = "file_too_large"
@@ -117,7 +128,8 @@ class Results:
             await self.store.delete_album(state.user_key, album)
         except StoreError as exc:  # harmless: a later photo of it would start a new answer
             log.warning("answered album not deleted: %s", exc)
-        return [await self.answer_photos(state, photos)]
+        # Who answers went by arrival; the photos are numbered in the order they were sent.
+        return [await self.answer_photos(state, sorted(photos, key=lambda p: p.sequence))]
 
     async def answer_photos(self, state: UserState, photos: list[AlbumPhoto]) -> Reply:
         """One answer for several photos of one case: the usable ones combined (the mean of

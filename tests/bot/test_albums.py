@@ -126,6 +126,27 @@ async def test_an_album_is_answered_once_with_the_mean_and_a_blurry_photo_left_o
     assert len(await store.list_analyses("2000-01-01T00:00:00Z")) == 1
 
 
+async def test_an_albums_photos_are_numbered_as_sent_whatever_order_they_arrive_in(
+    store, predictor, photos
+):
+    """Telegram's updates of one album are handled concurrently: they may reach the store in
+    another order than they were sent. The answer numbers them by their message ids."""
+    conversation = replica(store, predictor)
+    arrivals = [
+        (11, "file-1", photos[0]),
+        (13, "file-3", photos[1]),
+        (12, "file-2", blurred(photos[0])),  # sent second, arrived last
+    ]
+    ids = [
+        (await conversation.album_photo(ALICE, "album-2", data, ref, sequence=message_id))[0]
+        for message_id, ref, data in arrivals
+    ]
+    [reply] = await conversation.answer_album(ALICE, "album-2", ids[-1])  # the last to arrive
+    assert "Photo 2 left out: blurry" in reply.text
+    state = await store.get_user(ALICE.key)
+    assert state.last_result["photo_refs"] == ["file-1", "file-3"]
+
+
 async def test_the_photos_of_one_album_on_two_replicas_get_one_answer(store, predictor, photos):
     first, second = replica(store, predictor), replica(store, predictor)
     turns = [(first, photos[0]), (second, photos[1]), (first, photos[0])]
