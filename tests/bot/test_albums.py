@@ -22,8 +22,6 @@ from diagnosis.intake import open_photo
 from diagnosis.serving import OnnxBackend, Predictor
 from knowledge.config import StoreConfig
 from knowledge.resilient import ResilientKnowledge
-from knowledge.seed import seed
-from knowledge.store.sqlite import SqliteStore
 
 from helpers import image_bytes
 from telegram_server import FakeTelegram
@@ -49,15 +47,6 @@ async def predictor():
     predictor = Predictor(OnnxBackend(BUNDLED_MODEL_DIR), max_wait_ms=0)
     yield predictor
     await predictor.close()
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = SqliteStore(tmp_path / "store.sqlite3")
-    await store.connect()
-    await seed(store)
-    yield store
-    await store.close()
 
 
 def replica(store, predictor) -> Conversation:

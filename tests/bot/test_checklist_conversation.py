@@ -17,8 +17,6 @@ from diagnosis.bundle import BUNDLED_MODEL_DIR, load_bundle
 from diagnosis.serving.postprocess import Prediction, RankedLabel
 from knowledge.checklist import PIGMENTED, QUESTIONS, RASH
 from knowledge.resilient import ResilientKnowledge
-from knowledge.seed import seed
-from knowledge.store.sqlite import SqliteStore
 
 from helpers import image_bytes
 
@@ -74,15 +72,6 @@ def rash(card, first="eczema") -> Prediction:
 
 def acne_only(card) -> Prediction:
     return prediction(card, [("acne", 0.90), ("other", 0.05), ("melanoma", 0.0)])
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = SqliteStore(tmp_path / "store.sqlite3")
-    await store.connect()
-    await seed(store)
-    yield store
-    await store.close()
 
 
 @pytest.fixture

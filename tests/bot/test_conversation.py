@@ -23,9 +23,7 @@ from diagnosis.serving.torch_backend import TorchBackend
 from knowledge.faq import load_faq
 from knowledge.models import Feedback
 from knowledge.resilient import ResilientKnowledge
-from knowledge.seed import seed
 from knowledge.store import StoreError
-from knowledge.store.sqlite import SqliteStore
 
 from helpers import image_bytes
 
@@ -77,15 +75,6 @@ def acne_photo(classifier, dataset_dir) -> bytes:
 @pytest.fixture(scope="module")
 def melanoma_photo(classifier, dataset_dir) -> bytes:
     return _photo_the_model_reads_as(classifier, dataset_dir, "melanoma", urgent=True)
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = SqliteStore(tmp_path / "store.sqlite3")
-    await store.connect()
-    await seed(store)
-    yield store
-    await store.close()
 
 
 class FakeClock:

@@ -10,17 +10,10 @@ import pytest
 
 from bot.web.keys import ASSISTANT
 
-from telegram_server import FakeTelegram
 from telegram_support import replies_after, running_bot, text_of
 
 ACNE_PHOTO = "acne/dermnet-0121064acd137936.jpg"
 BUSAN_LAT = 35.16  # the sample clinics in Busan are all within 0.2 degrees of this
-
-
-@pytest.fixture
-async def tg():
-    async with FakeTelegram() as server:
-        yield server
 
 
 @pytest.fixture

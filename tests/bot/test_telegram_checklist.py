@@ -14,22 +14,9 @@ from bot.conversation import user_key
 from bot.web.keys import ASSISTANT
 from knowledge.checklist import PIGMENTED, QUESTIONS
 
-from telegram_server import FakeTelegram
-from telegram_support import buttons_of, replies_after, running_bot, text_of
+from telegram_support import buttons_of, replies_after, text_of
 
 ECZEMA_MELANOMA_POSSIBLE = "eczema/dermnet-02358d75ea987d22.jpg"
-
-
-@pytest.fixture
-async def tg():
-    async with FakeTelegram() as server:
-        yield server
-
-
-@pytest.fixture
-async def bot(tg, tmp_path):
-    async with running_bot(tg, tmp_path / "db.sqlite3") as running:
-        yield running
 
 
 def is_question(message: dict) -> bool:

@@ -17,7 +17,6 @@ from PIL import Image, ImageFilter
 from bot.conversation import user_key
 from bot.web.keys import ASSISTANT
 
-from telegram_server import FakeTelegram
 from telegram_support import buttons_of, free_port, replies_after, running_bot, text_of
 
 ACNE_PHOTO = "acne/dermnet-0121064acd137936.jpg"
@@ -27,18 +26,6 @@ MELANOMA_LAT, MELANOMA_LON = 37.4986, 127.0284  # Gangnam, next to the sample cl
 @pytest.fixture
 def acne_photo(dataset_dir: Path) -> bytes:
     return (dataset_dir / ACNE_PHOTO).read_bytes()
-
-
-@pytest.fixture
-async def tg():
-    async with FakeTelegram() as server:
-        yield server
-
-
-@pytest.fixture
-async def bot(tg, tmp_path):
-    async with running_bot(tg, tmp_path / "db.sqlite3") as running:
-        yield running
 
 
 def chatter_key(bot, user) -> str:
