@@ -46,7 +46,8 @@ class Checklist:
         result = LastResult.from_dict(state.last_result)
         if result is None or result.checklist_group:
             return []
-        group = group_for([(item["label"], item["prob"]) for item in result.top], _tier(result))
+        top = [(item["label"], item["prob"]) for item in result.top]
+        group = group_for(top, result.referral_tier)
         if group is None:
             return []
         result.checklist_group = group
@@ -94,13 +95,13 @@ class Checklist:
         return reply
 
     async def _outcome(self, state: UserState, result: LastResult) -> Reply:
-        before = baseline_advice(result.level, _tier(result))
-        case = Case(result.checklist_group, before, _tier(result), _labels(result))
+        before = baseline_advice(result.level, result.referral_tier)
+        case = Case(result.checklist_group, before, result.referral_tier, _labels(result))
         decision = decide(case, result.checklist)
         await self._count(state, result, list(decision.fired))
         # The result now stands at the new advice, so that its care tips and clinic search
         # follow it: a referral the answers raised, or the cancer tier they lifted.
-        if decision.cancer_tier == "likely" and _tier(result) != "likely":
+        if decision.cancer_tier == "likely" and result.referral_tier != "likely":
             result.urgent, result.cancer_tier, result.level = True, "likely", "urgent"
         elif decision.change == "lowered":
             result.urgent, result.cancer_tier = False, ""
@@ -125,14 +126,6 @@ class Checklist:
             await self.store.record_analysis(analysis_record(state, result, fired))
         except StoreError as exc:
             log.warning("checklist rules not recorded for the statistics: %s", exc)
-
-
-def _tier(result: LastResult) -> str:
-    """The result's cancer tier ("" without a referral; "likely" for results from before the
-    tiers, as `LastResult.cancer_tier` says)."""
-    if not result.urgent:
-        return ""
-    return result.cancer_tier or "likely"
 
 
 def _labels(result: LastResult) -> tuple[str, ...]:

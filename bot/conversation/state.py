@@ -130,6 +130,14 @@ class LastResult:
     checklist_advice: str = ""  # set when the questions are done (knowledge.checklist.Advice)
 
     @property
+    def referral_tier(self) -> str:
+        """The cancer tier of the answer: "" without a referral, "likely" or "possible"
+        (results stored before the tiers have none: read as "likely")."""
+        if not self.urgent:
+            return ""
+        return self.cancer_tier or "likely"
+
+    @property
     def cancer_possible_only(self) -> bool:
         return self.urgent and self.cancer_tier == "possible"
 
