@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--max-minutes", float, "stop starting epochs after this long; 0: no time budget"),
         ("--views", int, "cached-tail: augmented views cached per training photo"),
         ("--tail-from", int, "cached-tail: first block fine-tuned (earlier ones frozen)"),
-        ("--extra-per-label", int, "cached-tail: most photos per label from each --extra folder"),
+        ("--extra-per-label", int, "most photos per label from each --extra folder"),
     ):
         default = getattr(TRAIN_DEFAULTS, flag[2:].replace("-", "_"))
         train.add_argument(flag, type=kind, help=f"{what} (default {default})")
@@ -85,7 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init-weights", type=Path, help="start from a local weights file")
     train.add_argument("--split", type=Path, dest="split_file", help="reuse a saved split.json")
     train.add_argument("--limit-per-class", type=int, help="small runs: photos per label/split")
-    train.add_argument("--teacher", type=Path, help="distil from this bundle's soft labels")
+    train.add_argument(
+        "--teacher",
+        type=Path,
+        action="append",
+        metavar="BUNDLE",
+        help="distil from this bundle's soft labels (repeatable: an ensemble's mean)",
+    )
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument("--version", help="model version for the card")
     train.add_argument("--full-precision", action="store_true", help="save fp32 weights")
@@ -112,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         dest="extra_data",
         metavar="DIR",
-        help="cached-tail: another photo folder for the training side only (repeatable)",
+        help="another photo folder for the training side only, sampled by label and "
+        "lesion (repeatable)",
     )
     train.add_argument(
         "--cache-dir", type=Path, help="cached-tail: activations (default OUT/cache)"
@@ -236,10 +243,10 @@ def train_command(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         **{k: v for k, v in options.items() if k not in ("data_dir", "out_dir")},
     )
+    config.extra_data, config.teacher = tuple(config.extra_data), tuple(config.teacher)
     if config.recipe == "cached-tail":
         from diagnosis.training.cached_tail import train_cached_tail
 
-        config.extra_data = tuple(config.extra_data)
         try:
             result = train_cached_tail(config)
         except (BundleError, ValueError, FileNotFoundError) as exc:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,8 +31,9 @@ from diagnosis.training.data import (
     PhotoDataset,
     Sample,
     class_weights,
+    describe_training_data,
+    extra_training_photos,
     load_split,
-    read_samples,
     save_split,
 )
 from diagnosis.training.evaluate import SPLIT_FILE
@@ -80,24 +80,6 @@ def tail_forward(model: torch.nn.Module, hidden: torch.Tensor, tail_from: int) -
 def tail_parameters(model: torch.nn.Module, tail_from: int) -> list[torch.nn.Parameter]:
     parts = [*model.blocks[tail_from:], model.conv_head, model.bn2, model.get_classifier()]
     return [p for part in parts for p in part.parameters()]
-
-
-def sample_extra(samples: list[Sample], cap: int, seed: int) -> list[Sample]:
-    """At most `cap` photos per label, whole near-duplicate groups (lesions) drawn at random:
-    HAM10000 is 81 % naevi, and taken as it is it lowered macro-F1 (its README)."""
-    rng = random.Random(seed)
-    groups: dict[tuple[str, str], list[Sample]] = {}
-    for sample in samples:
-        groups.setdefault((sample.label, sample.group_key), []).append(sample)
-    chosen: list[Sample] = []
-    taken: dict[str, int] = {}
-    keys = sorted(groups)
-    rng.shuffle(keys)
-    for label, group in keys:
-        if taken.get(label, 0) < cap:
-            chosen += groups[(label, group)]
-            taken[label] = taken.get(label, 0) + len(groups[(label, group)])
-    return sorted(chosen, key=lambda s: s.file)
 
 
 def cache_key(*parts: object) -> str:
@@ -154,8 +136,9 @@ def tail_logits(model: torch.nn.Module, feature_set: FeatureSet, tail_from: int)
     model.eval()
     outputs = []
     for start in range(0, len(feature_set.targets), 128):
-        hidden = torch.from_numpy(np.asarray(feature_set.features[start : start + 128])).float()
-        outputs.append(tail_forward(model, hidden, tail_from))
+        # A copy: a slice of the read-only memmap would make torch warn about writes.
+        rows = np.array(feature_set.features[start : start + 128], dtype=np.float32)
+        outputs.append(tail_forward(model, torch.from_numpy(rows), tail_from))
     return torch.cat(outputs).numpy()
 
 
@@ -235,7 +218,8 @@ def train_tail(
 
 
 def prepare(config: TrainConfig):
-    """The start bundle, its split, and the cached activations of train (+ extras) and val."""
+    """The start bundle, its split, the extra training photos, and the cached activations of
+    train (+ extras) and val."""
     start_dir = Path(config.start_bundle or BUNDLED_MODEL_DIR)
     bundle = load_bundle(start_dir)
     model, card = bundle.model.float().eval(), bundle.card
@@ -245,7 +229,6 @@ def prepare(config: TrainConfig):
         from diagnosis.training.train import limit_split
 
         split = limit_split(split, config.limit_per_class, config.seed)
-    known = set(card.labels)
     cache_dir = Path(config.cache_dir or Path(config.out_dir) / "cache")
     key = cache_key(card.weights_sha256, config.tail_from, config.augment, config.seed)
     torch.manual_seed(config.seed)
@@ -257,13 +240,14 @@ def prepare(config: TrainConfig):
             config.data_dir,
         )
     ]
-    for extra_dir in config.extra_data:
-        extra = [s for s in read_samples(extra_dir) if s.label in known]
-        extra = sample_extra(extra, config.extra_per_label, config.seed)
+    extra = extra_training_photos(
+        config.extra_data, card.labels, config.extra_per_label, config.seed
+    )
+    for folder, samples in extra:
         train_parts.append(
             (
-                PhotoDataset(extra, extra_dir, card, train=True, augmentation=config.augment),
-                extra_dir,
+                PhotoDataset(samples, folder, card, train=True, augmentation=config.augment),
+                folder,
             )
         )
     feature_sets = []
@@ -296,7 +280,7 @@ def prepare(config: TrainConfig):
         config,
         "cache val",
     )
-    return bundle, split, train_set, val_set
+    return bundle, split, extra, train_set, val_set
 
 
 def train_cached_tail(config: TrainConfig):
@@ -307,7 +291,7 @@ def train_cached_tail(config: TrainConfig):
     seed_everything(config.seed)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bundle, split, train_set, val_set = prepare(config)
+    bundle, split, extra, train_set, val_set = prepare(config)
     model, start_card = bundle.model, bundle.card
     best_epoch, best_f1, history = train_tail(model, train_set, val_set, start_card.labels, config)
     val_logits = tail_logits(model, val_set, config.tail_from)
@@ -322,23 +306,16 @@ def train_cached_tail(config: TrainConfig):
         onnx_weights_sha256="",
     )
     save_split(split, out_dir / SPLIT_FILE, config.seed)  # the start bundle's, unchanged
-    extra = {Path(folder).name: config.extra_per_label for folder in config.extra_data}
-    training_data = {
-        "dataset": "skin-photos (shared/datasets/skin-photos): DermNet clinical photos and ISIC "
-        "dermoscopic images"
-        + (
-            f"; training side only: {', '.join(extra)} (at most {config.extra_per_label} "
-            "photos per label each)"
-            if extra
-            else ""
-        ),
-        "photos": {name: len(split[name]) for name in split}
-        | {"train_views": int(len(train_set.targets))},
-        "initialisation": f"{start_card.version} (stem and blocks 0-{config.tail_from - 1} "
-        f"frozen; blocks {config.tail_from}+ and the head fine-tuned on {config.views} cached "
-        "augmented views per training photo)",
-        "teacher": None,
-    }
+    training_data = describe_training_data(
+        split,
+        extra,
+        config.extra_per_label,
+        f"{start_card.version} (stem and blocks 0-{config.tail_from - 1} frozen; blocks "
+        f"{config.tail_from}+ and the head fine-tuned on {config.views} cached augmented views "
+        "per training photo)",
+        None,
+        train_views=int(len(train_set.targets)),
+    )
     return finish_bundle(
         model,
         card,

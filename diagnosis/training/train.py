@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 from tqdm.auto import tqdm
 
 from diagnosis.bundle import (
@@ -41,6 +41,8 @@ from diagnosis.training.data import (
     PhotoDataset,
     Sample,
     class_weights,
+    describe_training_data,
+    extra_training_photos,
     load_split,
     read_samples,
     save_split,
@@ -244,6 +246,34 @@ def named_macro_f1(probs: np.ndarray, targets: np.ndarray, labels: list[str]) ->
     return compute_metrics(probs, targets, labels)["macro_f1"]
 
 
+def load_teachers(
+    paths: tuple[Path, ...], labels: list[str], card, device: torch.device
+) -> list[torch.nn.Module]:
+    """The bundles to distil from (several: an ensemble). They see the student's input tensors,
+    so they must share its labels and input scaling."""
+    from diagnosis.bundle import load_bundle
+
+    teachers = []
+    for path in paths:
+        bundle = load_bundle(path)
+        if bundle.card.labels != labels:
+            raise ValueError(f"the teacher {path}'s labels differ from the data's labels")
+        if (bundle.card.mean, bundle.card.std) != (card.mean, card.std):
+            raise ValueError(f"the teacher {path} scales its input otherwise than the student")
+        teachers.append(bundle.model.float().to(device).eval())
+    return teachers
+
+
+@torch.no_grad()
+def teacher_probabilities(
+    teachers: list[torch.nn.Module], images: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """The ensemble's soft labels: the mean of each teacher's softened probabilities."""
+    return torch.stack(
+        [torch.softmax(teacher(images).float() / temperature, dim=1) for teacher in teachers]
+    ).mean(0)
+
+
 def train(config: TrainConfig) -> TrainResult:
     seed_everything(config.seed)
     out_dir = Path(config.out_dir)
@@ -269,14 +299,7 @@ def train(config: TrainConfig) -> TrainResult:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
 
-    teacher = None
-    if config.teacher:
-        from diagnosis.bundle import load_bundle
-
-        teacher_bundle = load_bundle(config.teacher)
-        if teacher_bundle.card.labels != labels:
-            raise ValueError("the teacher's labels differ from the data's labels")
-        teacher = teacher_bundle.model.to(device).eval()
+    teachers = load_teachers(config.teacher, labels, card, device)
 
     loader_args = dict(
         batch_size=config.batch_size,
@@ -285,12 +308,17 @@ def train(config: TrainConfig) -> TrainResult:
         persistent_workers=config.workers > 0,
     )
     generator = torch.Generator().manual_seed(config.seed)
+    extra = extra_training_photos(config.extra_data, labels, config.extra_per_label, config.seed)
+    training_samples = split["train"] + [s for _, samples in extra for s in samples]
     train_loader = DataLoader(
-        PhotoDataset(
-            split["train"], config.data_dir, card, train=True, augmentation=config.augment
+        ConcatDataset(
+            [
+                PhotoDataset(samples, folder, card, train=True, augmentation=config.augment)
+                for folder, samples in [(config.data_dir, split["train"]), *extra]
+            ]
         ),
         shuffle=True,
-        drop_last=len(split["train"]) > config.batch_size,
+        drop_last=len(training_samples) > config.batch_size,
         generator=generator,
         **loader_args,
     )
@@ -299,7 +327,7 @@ def train(config: TrainConfig) -> TrainResult:
     )
 
     criterion = torch.nn.CrossEntropyLoss(
-        weight=class_weights(split["train"], labels).to(device),
+        weight=class_weights(training_samples, labels).to(device),
         label_smoothing=config.label_smoothing,
     )
     optimizer = torch.optim.AdamW(
@@ -347,13 +375,11 @@ def train(config: TrainConfig) -> TrainResult:
             with autocast_for(device):
                 logits = model(images)
                 loss = criterion(logits.float(), targets)
-                if teacher is not None:
-                    with torch.no_grad():
-                        soft = teacher(images).float()
+                if teachers:
                     t = config.distill_temperature
                     kd = torch.nn.functional.kl_div(
                         torch.log_softmax(logits.float() / t, dim=1),
-                        torch.softmax(soft / t, dim=1),
+                        teacher_probabilities(teachers, images, t),
                         reduction="batchmean",
                     ) * (t * t)
                     loss = (1 - config.distill_alpha) * loss + config.distill_alpha * kd
@@ -416,13 +442,13 @@ def train(config: TrainConfig) -> TrainResult:
     model.load_state_dict(best_state)
     model.to(torch.float32)
     val_logits, val_targets = predict_logits(model, val_loader, device, config.progress, "val")
-    training_data = {
-        "dataset": "skin-photos (shared/datasets/skin-photos): DermNet clinical photos and ISIC "
-        "dermoscopic images",
-        "photos": {name: len(split[name]) for name in split},
-        "initialisation": init_note,
-        "teacher": Path(config.teacher).name if config.teacher else None,
-    }
+    training_data = describe_training_data(
+        split,
+        extra,
+        config.extra_per_label,
+        init_note,
+        ", ".join(Path(t).name for t in config.teacher) or None,
+    )
     return finish_bundle(
         model, card, val_logits, val_targets, config, training_data, best_epoch, best_f1, history
     )

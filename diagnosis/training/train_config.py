@@ -31,7 +31,7 @@ class TrainConfig:
     init_weights: Path | None = None  # a local weights file to start from
     split_file: Path | None = None  # reuse a saved split instead of making one
     limit_per_class: int | None = None  # small runs: at most this many photos per label and split
-    teacher: Path | None = None  # a bundle whose soft labels the student also learns from
+    teacher: tuple[Path, ...] = ()  # bundles whose mean soft labels the student also learns from
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
     device: str = "auto"
@@ -50,6 +50,6 @@ class TrainConfig:
     start_bundle: Path | None = None  # cached-tail: default the bundled model
     tail_from: int = 5  # cached-tail: blocks from this index on (and the head) are trained
     views: int = 4  # cached-tail: augmented views of each training photo, cached once
-    extra_data: tuple[Path, ...] = ()  # cached-tail: more photo folders, training side only
-    extra_per_label: int = 200  # cached-tail: at most this many photos per label per extra folder
+    extra_data: tuple[Path, ...] = ()  # more photo folders, training side only
+    extra_per_label: int = 200  # at most this many photos per label per extra folder
     cache_dir: Path | None = None  # cached-tail: default OUT/cache

@@ -11,13 +11,8 @@ from safetensors.torch import load_file
 from diagnosis.bundle import BUNDLED_MODEL_DIR, load_bundle
 from diagnosis.cli import EXIT_OK, EXIT_USAGE, main
 from diagnosis.serving.onnx_backend import onnx_problem
-from diagnosis.training.cached_tail import (
-    check_splittable,
-    frozen_forward,
-    sample_extra,
-    tail_forward,
-)
-from diagnosis.training.data import Sample, load_split
+from diagnosis.training.cached_tail import check_splittable, frozen_forward, tail_forward
+from diagnosis.training.data import Sample, load_split, sample_extra
 
 TAIL_FROM = 5
 

@@ -16,11 +16,19 @@ from diagnosis.training.calibration import (
     fit_temperature,
     softmax,
 )
-from diagnosis.training.data import Sample, load_split, read_samples, save_split, split_samples
+from diagnosis.training.data import (
+    Sample,
+    extra_training_photos,
+    load_split,
+    read_samples,
+    save_split,
+    split_samples,
+)
 from diagnosis.training.train import (
     PACKAGED_IMAGENET_WEIGHTS,
     initial_weights,
     packaged_weights_path,
+    teacher_probabilities,
     train,
 )
 from diagnosis.training.train_config import TrainConfig
@@ -263,3 +271,53 @@ def test_packaged_imagenet_weights_fill_every_layer_but_the_classifier(arch):
     assert torch.equal(state[body[0]], packaged[0])  # the stem's convolution, first of both
     assert torch.equal(state[body[-1]], packaged[len(body) - 1])  # the head's last BatchNorm
     assert all(torch.equal(state[k], untouched[k]) for k in state if k.startswith("classifier."))
+
+
+def test_extra_folders_give_training_photos_of_known_labels_only_capped(dataset_dir):
+    extra = dataset_dir.parent / "ham10000-dermoscopy"
+    if not (extra / "manifest.csv").is_file():
+        pytest.skip(f"no extra photo folder at {extra}")
+    labels = ["melanocytic_nevus", "melanoma"]  # HAM10000 also has BCC and keratoses
+    [(folder, samples)] = extra_training_photos((extra,), labels, cap=5, seed=0)
+    counts = Counter(s.label for s in samples)
+    assert folder == extra and set(counts) == set(labels)
+    # whole lesions, so a label may pass the cap by the rest of its last lesion only
+    assert all(5 <= n < 5 + 6 for n in counts.values())
+
+
+def test_ensemble_soft_labels_are_the_mean_of_the_teachers():
+    import torch
+
+    images = torch.randn(4, 3, 8, 8)
+    sure = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3))
+    unsure = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3))
+    probs = teacher_probabilities([sure, unsure], images, temperature=2.0)
+    expected = (torch.softmax(sure(images) / 2, 1) + torch.softmax(unsure(images) / 2, 1)) / 2
+    assert torch.allclose(probs, expected) and torch.allclose(probs.sum(1), torch.ones(4))
+
+
+def test_full_recipe_with_an_extra_folder_and_two_teachers(short_run, dataset_dir, tmp_path):
+    """The command line end to end: extra photos join the training side only, and the student
+    learns from the mean of two teachers (here the short run's bundle and the bundled model)."""
+    from diagnosis.bundle import BUNDLED_MODEL_DIR
+
+    extra = dataset_dir.parent / "msld-viral-rashes"
+    if not (extra / "manifest.csv").is_file():
+        pytest.skip(f"no extra photo folder at {extra}")
+    out = tmp_path / "student"
+    argv = ["train", "--data", str(dataset_dir), "--out", str(out), "--extra", str(extra)]
+    argv += ["--extra-per-label", "3", "--teacher", str(short_run.bundle_dir)]
+    argv += ["--teacher", str(BUNDLED_MODEL_DIR), "--limit-per-class", "2", "--epochs", "1"]
+    argv += ["--image-size", "64", "--batch-size", "8", "--workers", "0", "--no-progress"]
+    assert main(argv) == 0
+
+    card = json.loads((out / "model_card.json").read_text())
+    training = card["training_data"]
+    [(_, sampled)] = extra_training_photos((extra,), card["labels"], cap=3, seed=0)
+    assert 3 <= len(sampled) < 20  # whole patients' photo sets
+    assert f"msld-viral-rashes ({len(sampled)})" in training["dataset"]
+    assert training["photos"]["train_extra_msld-viral-rashes"] == len(sampled)
+    assert training["teacher"] == f"{short_run.bundle_dir.name}, {BUNDLED_MODEL_DIR.name}"
+    split = json.loads((out / "split.json").read_text())
+    held_out = json.dumps({name: split[name] for name in split if name in ("val", "test")})
+    assert "msld" not in held_out.lower() and onnx_problem(out) is None
