@@ -2,6 +2,9 @@
 
     python bench/inference.py [--seconds 8] [--models bundled,resnet50] [--concurrency 1,4,16]
 
+--models takes "bundled", timm architecture names (random weights, the bundled model's input
+size) and trained bundle folders (their own weights, input size and model.onnx).
+
 For each model: the naive loop (eager fp32, NCHW, batch 1, one request at a time: preprocess,
 forward, softmax) and the Predictor as the bot runs it by default (ONNX Runtime, fp32, the
 bundle's model.onnx; dynamic batching of concurrent requests, up to 16 a pass) under 1, 4 and 16
@@ -88,6 +91,8 @@ def load_photos(count: int, seed: int = 0) -> list[Image.Image]:
 
 def model_bundle(name: str) -> tuple[Bundle, float]:
     """The bundle to measure and the recheck margin it is served with."""
+    if Path(name).is_dir():  # a trained bundle folder: its own weights, input size and ONNX
+        return load_bundle(Path(name)), RECHECK_MARGIN
     bundle = load_bundle(BUNDLED_MODEL_DIR)
     if name == "bundled":
         return bundle, RECHECK_MARGIN
@@ -165,6 +170,8 @@ def onnx_bundle(name: str, bundle: Bundle, scratch: str) -> Path:
     """A bundle folder with a current model.onnx: the bundled one, or this model exported."""
     if name == "bundled":
         return BUNDLED_MODEL_DIR
+    if Path(name).is_dir() and (Path(name) / "model.onnx").is_file():
+        return Path(name)
     card = dataclasses.replace(bundle.card, architecture=name)
     directory = save_bundle(bundle.model, card, Path(scratch) / name)
     export_onnx(directory)
@@ -245,6 +252,16 @@ async def measure(
     return runs
 
 
+def describe(name: str) -> str:
+    """What a --models entry is, for the table's title."""
+    if name == "bundled":
+        return f" ({load_bundle(BUNDLED_MODEL_DIR).card.version})"
+    if Path(name).is_dir():
+        card = load_bundle(Path(name)).card
+        return f" ({card.version}, {card.architecture}, {card.input_size[-1]} px)"
+    return ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
@@ -267,8 +284,7 @@ def main() -> None:
     for name in args.models.split(","):
         int8 = name in args.int8.split(",")
         runs = asyncio.run(measure(name, photos, concurrency, args.seconds, int8))
-        version = load_bundle(BUNDLED_MODEL_DIR).card.version
-        print_runs(f"{name}{f' ({version})' if name == 'bundled' else ''}", runs)
+        print_runs(f"{name}{describe(name)}", runs)
     print(
         "\nx naive: images/s over the naive loop's, same run. p50/p95: per request, queueing "
         "included. The machine may be shared with other work: compare ratios, not absolutes."
