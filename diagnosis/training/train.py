@@ -249,8 +249,9 @@ def named_macro_f1(probs: np.ndarray, targets: np.ndarray, labels: list[str]) ->
 def load_teachers(
     paths: tuple[Path, ...], labels: list[str], card, device: torch.device
 ) -> list[torch.nn.Module]:
-    """The bundles to distil from (several: an ensemble). They see the student's input tensors,
-    so they must share its labels and input scaling."""
+    """The bundles to distil from (several: an ensemble), each fed the student's input tensors
+    re-normalised to its own mean and std (a ResNet student and an EfficientNet-Lite teacher
+    scale photos differently)."""
     from diagnosis.bundle import load_bundle
 
     teachers = []
@@ -258,10 +259,29 @@ def load_teachers(
         bundle = load_bundle(path)
         if bundle.card.labels != labels:
             raise ValueError(f"the teacher {path}'s labels differ from the data's labels")
-        if (bundle.card.mean, bundle.card.std) != (card.mean, card.std):
-            raise ValueError(f"the teacher {path} scales its input otherwise than the student")
-        teachers.append(bundle.model.float().to(device).eval())
+        model = bundle.model.float().eval()
+        teachers.append(RescaledInput(model, card, bundle.card).to(device).eval())
     return teachers
+
+
+class RescaledInput(torch.nn.Module):
+    """`model` fed tensors normalised with `given`'s mean and std, as if with `own`'s."""
+
+    def __init__(self, model: torch.nn.Module, given, own):
+        super().__init__()
+        self.model = model
+
+        def channels(values):
+            return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
+
+        # (x * given.std + given.mean - own.mean) / own.std, as one multiply and one add
+        self.register_buffer("scale", channels(given.std) / channels(own.std))
+        self.register_buffer(
+            "shift", (channels(given.mean) - channels(own.mean)) / channels(own.std)
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images * self.scale + self.shift)
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ from diagnosis.training.data import (
 )
 from diagnosis.training.train import (
     PACKAGED_IMAGENET_WEIGHTS,
+    RescaledInput,
     initial_weights,
     packaged_weights_path,
     teacher_probabilities,
@@ -321,3 +322,23 @@ def test_full_recipe_with_an_extra_folder_and_two_teachers(short_run, dataset_di
     split = json.loads((out / "split.json").read_text())
     held_out = json.dumps({name: split[name] for name in split if name in ("val", "test")})
     assert "msld" not in held_out.lower() and onnx_problem(out) is None
+
+
+def test_a_teacher_sees_photos_scaled_as_it_was_trained():
+    """A ResNet student (ImageNet mean and std) distilled from an EfficientNet-Lite teacher
+    (mean = std = 0.5): the teacher must get the photo as its own preprocessing makes it."""
+    import types
+
+    import torch
+
+    student = types.SimpleNamespace(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    teacher = types.SimpleNamespace(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
+    photo = torch.rand(2, 3, 4, 4)  # pixel values in [0, 1]
+
+    def normalised(card):
+        mean = torch.tensor(card.mean).view(1, 3, 1, 1)
+        return (photo - mean) / torch.tensor(card.std).view(1, 3, 1, 1)
+
+    seen = RescaledInput(torch.nn.Identity(), given=student, own=teacher)(normalised(student))
+    assert torch.allclose(seen, normalised(teacher), atol=1e-5)
+    assert not torch.allclose(normalised(student), normalised(teacher), atol=1e-2)
